@@ -1,0 +1,117 @@
+"""The embedded amqtt broker behind a small interface.
+
+amqtt descends from hbmqtt, which Home Assistant dropped for memory leaks;
+keeping it behind :class:`EmbeddedBroker` lets a node swap it for any
+external broker (``broker.embedded: false``) with nothing else changing.
+Only the plugins we need are loaded: anonymous access for now, no ``$SYS``
+topics and no packet logging, which cost CPU on every message.
+
+Since 0.11.2 amqtt disconnects any client that publishes to a topic starting
+with ``$`` (its reading of MQTT-4.7.2-1, a SHOULD in the standard). KubeEdge's
+twin API lives under ``$hw/``, and mosquitto and EMQX allow it, so
+:class:`_KubeEdgeBroker` lets ``$hw/`` publications through amqtt's usual
+path (events, topic ACL, broadcast, retain) and leaves every other topic to
+amqtt. amqtt is pinned to the version this was written against.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from types import TracebackType
+from typing import Any, Self
+
+from amqtt.broker import Broker
+from amqtt.contexts import Action
+from amqtt.errors import BrokerError
+from amqtt.events import BrokerEvents
+
+from edgetwin.errors import BrokerStartError
+
+log = logging.getLogger(__name__)
+
+KUBEEDGE_PREFIX = "$hw/"
+
+
+class _KubeEdgeBroker(Broker):  # type: ignore[misc]
+    """amqtt's broker, allowing client publications under ``$hw/``."""
+
+    async def _handle_message_delivery(  # amqtt's own signature, untyped there
+        self,
+        client_session: Any,  # noqa: ANN401
+        handler: Any,  # noqa: ANN401
+        wait_deliver: Any,  # noqa: ANN401
+    ) -> bool:
+        message = wait_deliver.result()
+        topic = getattr(message, "topic", None)
+        if not topic or not topic.startswith(KUBEEDGE_PREFIX) or "+" in topic or "#" in topic:
+            return bool(
+                await super()._handle_message_delivery(client_session, handler, wait_deliver)
+            )
+        client_id = client_session.client_id
+        await self.plugins_manager.fire_event(
+            BrokerEvents.MESSAGE_RECEIVED, client_id=client_id, message=message
+        )
+        if not await self._topic_filtering(client_session, topic=topic, action=Action.PUBLISH):
+            log.info("%s may not publish to %s", client_id, topic)
+            return True
+        await self.plugins_manager.fire_event(
+            BrokerEvents.MESSAGE_BROADCAST, client_id=client_id, message=message
+        )
+        await self._broadcast_message(client_session, topic, message.data)
+        if message.publish_packet and message.publish_packet.retain_flag:
+            await self.retain_message(client_session, topic, message.data, message.qos)
+        return True
+
+
+class EmbeddedBroker:
+    """``async with EmbeddedBroker(host, port) as broker``; port 0 picks a free port."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 1883) -> None:
+        self.host = host
+        self._requested_port = port
+        self._broker: Broker | None = None
+        self.port = port
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "listeners": {
+                "default": {"type": "tcp", "bind": f"{self.host}:{self._requested_port}"}
+            },
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
+            },
+        }
+
+    async def __aenter__(self) -> Self:
+        broker = _KubeEdgeBroker(self._config())
+        amqtt_log = logging.getLogger("amqtt")
+        level = amqtt_log.level
+        amqtt_log.setLevel(logging.CRITICAL)  # amqtt logs a traceback for a busy port
+        try:
+            await broker.start()
+        except BrokerError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE:
+                raise BrokerStartError(
+                    f"cannot listen on {self.host}:{self._requested_port}: the port is in use"
+                ) from None
+            raise BrokerStartError(f"the embedded broker cannot start: {exc}") from None
+        finally:
+            amqtt_log.setLevel(level)
+        self._broker = broker
+        server = broker._servers["default"].instance  # noqa: SLF001 - the bound port for port 0
+        self.port = server.sockets[0].getsockname()[1]
+        log.info("embedded MQTT broker listening on %s:%d", self.host, self.port)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        broker, self._broker = self._broker, None
+        if broker is not None:
+            await broker.shutdown()
+            log.info("embedded MQTT broker stopped")

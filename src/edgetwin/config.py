@@ -1,0 +1,155 @@
+"""One settings model, built of small sections, fed by a YAML file and the environment.
+
+Every field has a default, so ``edgetwin run`` with no file runs a standalone
+node. Environment variables override the file: ``EDGETWIN_<SECTION>__<FIELD>``,
+for example ``EDGETWIN_BROKER__PORT=1884``.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from edgetwin.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NodeSettings(_Section):
+    name: str = Field(
+        default_factory=socket.gethostname,
+        description="This node's name; only devices whose spec.nodeName is this name belong here.",
+    )
+    data_dir: Path = Field(Path(), description="Where the SQLite file lives.")
+
+
+class TlsSettings(_Section):
+    ca_file: Path | None = Field(
+        None, description="CA bundle that signed the broker's certificate."
+    )
+    cert_file: Path | None = Field(None, description="Client certificate, for mutual TLS.")
+    key_file: Path | None = Field(None, description="Client key, for mutual TLS.")
+    insecure: bool = Field(
+        default=False, description="Skip the broker hostname check (testing only)."
+    )
+
+
+class BrokerSettings(_Section):
+    embedded: bool = Field(
+        default=True, description="Run the embedded amqtt broker; false means use an external one."
+    )
+    host: str = Field("127.0.0.1", description="Broker host (the embedded one binds here).")
+    port: int = Field(1883, ge=0, le=65535, description="Broker port (0: any free port).")
+    username: str | None = Field(None, description="Username for an external broker.")
+    password: SecretStr | None = Field(None, description="Password for an external broker.")
+    tls: TlsSettings | None = Field(None, description="TLS to an external broker.")
+    keepalive: int = Field(30, ge=5, description="MQTT keep-alive in seconds.")
+    reconnect_max_delay: float = Field(
+        10.0, gt=0, description="Upper bound of the reconnect backoff, seconds."
+    )
+
+
+class StoreSettings(_Section):
+    file_name: str = Field("edgetwin.db", description="SQLite file name inside node.data_dir.")
+    synchronous: Literal["NORMAL", "FULL"] = Field(
+        "FULL",
+        description="SQLite synchronous mode: FULL survives power loss, NORMAL process crashes.",
+    )
+    max_batch: int = Field(
+        2000, ge=1, description="Most updates written in one transaction (group commit)."
+    )
+
+
+class TwinSettings(_Section):
+    max_payload_bytes: int = Field(
+        256 * 1024, ge=1024, description="Largest MQTT request payload the twin accepts."
+    )
+    max_value_length: int = Field(
+        64 * 1024, ge=1, description="Longest property value, in UTF-8 characters."
+    )
+    max_properties_per_update: int = Field(
+        1000, ge=1, description="Most properties one twin/update may carry."
+    )
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+
+
+class Settings(BaseSettings):
+    """All of edgetwin's settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EDGETWIN_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    node: NodeSettings = Field(default_factory=NodeSettings)
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    twin: TwinSettings = Field(default_factory=TwinSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    manifests: Path | None = Field(
+        None, description="A folder or file of Device/DeviceModel YAML loaded at start."
+    )
+
+    @property
+    def database_path(self) -> Path:
+        return self.node.data_dir / self.store.file_name
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over the file, which comes in as init arguments.
+        del dotenv_settings, file_secret_settings, settings_cls
+        return env_settings, init_settings
+
+
+def load_settings(path: Path | None = None, **overrides: object) -> Settings:
+    """Read settings from a YAML file (optional), the environment, then explicit overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections")
+        data = loaded or {}
+    try:
+        settings = Settings(**data)
+        if overrides:
+            merged = settings.model_dump()
+            _deep_update(merged, overrides)
+            settings = Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {_first_error(exc)}") from None
+    return settings
+
+
+def _deep_update(target: dict[str, Any], changes: dict[str, object]) -> None:
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _deep_update(target[key], value)
+        else:
+            target[key] = value
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"])
+    return f"{where}: {error['msg']}"

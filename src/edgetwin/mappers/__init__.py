@@ -1,0 +1,1 @@
+"""Protocol mappers: plugins that speak only the MQTT twin API (see edgetwin.wire)."""

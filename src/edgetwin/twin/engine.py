@@ -1,0 +1,505 @@
+"""The twin engine: requests and resources in, store rows and MQTT messages out.
+
+The engine holds every device's twin in memory and changes it synchronously,
+so the order messages arrive in is the order they apply in. It does no I/O:
+each call returns an :class:`Outcome`, the rows the store must commit and
+the messages to publish once they have. If a commit fails, the service asks
+the engine to :meth:`TwinEngine.restore_devices` from the store, which is
+the truth.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from edgetwin.config import TwinSettings
+from edgetwin.twin.state import DeviceTwin, PropertyTwin
+from edgetwin.twin.store.rows import Snapshot, StateRow, TwinRow, WriteBatch
+from edgetwin.twin.values import InvalidValueError, PropertyRule
+from edgetwin.wire import topics
+from edgetwin.wire.messages import (
+    BadRequestError,
+    Code,
+    MembershipGetRequest,
+    StateUpdateRequest,
+    TwinGetRequest,
+    TwinUpdateRequest,
+    encode,
+    error_result,
+    now_ms,
+    parse_request,
+)
+from edgetwin.wire.names import split_device_id
+from edgetwin.wire.resources import Device, DeviceModel
+from edgetwin.wire.spec import merge_spec
+
+log = logging.getLogger(__name__)
+
+ONLINE_STATES = frozenset({"online", "ok"})
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    topic: str
+    payload: bytes
+    retain: bool = False
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The effect of one request or resource change.
+
+    ``publications`` go out after ``batch`` has committed; if the commit fails,
+    ``on_failure`` (an error result) goes out instead.
+    """
+
+    batch: WriteBatch = field(default_factory=WriteBatch)
+    publications: list[Publication] = field(default_factory=list)
+    on_failure: Publication | None = None
+    errors: list[str] = field(default_factory=list)
+
+    def extend(self, other: Outcome) -> None:
+        self.batch.merge(other.batch)
+        self.publications.extend(other.publications)
+        self.errors.extend(other.errors)
+
+
+class TwinEngine:
+    """Every device twin of one node."""
+
+    def __init__(self, node: str, limits: TwinSettings) -> None:
+        self.node = node
+        self.limits = limits
+        self.devices: dict[str, DeviceTwin] = {}
+        self.models: dict[str, DeviceModel] = {}
+        self._specs: dict[str, tuple[str, bytes]] = {}  # device -> (spec topic, payload)
+
+    # --- start-up -------------------------------------------------------------------------
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """Load the store's contents; no rows or messages come of it."""
+        for key, body in snapshot.models.items():
+            self.models[key] = DeviceModel.model_validate_json(body)
+        for device_id, (body, state, last_online) in snapshot.devices.items():
+            twin = DeviceTwin(Device.model_validate_json(body), state=state)
+            twin.last_online = last_online
+            self.devices[device_id] = twin
+            self._bind_model(twin)
+        for row in snapshot.twins:
+            owner = self.devices.get(row.device)
+            if owner is not None and row.property in owner.rules:
+                owner.twins[row.property] = PropertyTwin(
+                    row.desired,
+                    row.desired_ts,
+                    row.desired_version,
+                    row.reported,
+                    row.reported_ts,
+                    row.reported_version,
+                )
+        for twin in self.devices.values():
+            self._refresh_spec(twin)
+
+    def restore_devices(self, snapshot: Snapshot, device_ids: set[str]) -> None:
+        """Replace the named devices' twins with the store's after a failed commit."""
+        for device_id in device_ids:
+            self.devices.pop(device_id, None)
+        partial = Snapshot(
+            models={},
+            devices={k: v for k, v in snapshot.devices.items() if k in device_ids},
+            twins=[row for row in snapshot.twins if row.device in device_ids],
+        )
+        self.restore(partial)
+
+    def startup_publications(self) -> list[Publication]:
+        """What to (re)publish on every connection: specs (retained) and pending deltas."""
+        pubs = [Publication(topic, payload, retain=True) for topic, payload in self._specs.values()]
+        for twin in self.devices.values():
+            delta = twin.delta()
+            if delta:
+                pubs.append(self._delta_publication(twin, "", delta))
+        return pubs
+
+    # --- the MQTT twin API ------------------------------------------------------------------
+
+    def handle(self, request: topics.Request, payload: bytes) -> Outcome:
+        """Answer one request; never raises for bad input."""
+        try:
+            self._check_size(payload)
+            match request.kind:
+                case topics.RequestKind.TWIN_UPDATE:
+                    return self._twin_update(request, payload)
+                case topics.RequestKind.TWIN_GET:
+                    return self._twin_get(request, payload)
+                case topics.RequestKind.STATE_UPDATE:
+                    return self._state_update(request, payload)
+                case topics.RequestKind.MEMBERSHIP_GET:
+                    return self._membership_get(request, payload)
+                case topics.RequestKind.NODE_APPLY:
+                    return self._unsupported(request)
+        except BadRequestError as exc:
+            log.warning("rejected %s on %s: %s", request.kind.value, request.topic, exc.reason)
+            result = error_result(exc.event_id, exc.code, exc.reason)
+            return Outcome(publications=[Publication(request.result_topic, result)])
+
+    def _check_size(self, payload: bytes) -> None:
+        limit = self.limits.max_payload_bytes
+        if len(payload) > limit:
+            raise BadRequestError(
+                f"payload of {len(payload)} bytes is over the limit of {limit}", Code.TOO_LARGE
+            )
+
+    @staticmethod
+    def _unsupported(request: topics.Request) -> Outcome:
+        result = error_result("", Code.BAD_REQUEST, f"{request.kind.value} is not a twin request")
+        return Outcome(publications=[Publication(request.result_topic, result)])
+
+    def _device(self, request: topics.Request, event_id: str) -> DeviceTwin:
+        try:
+            split_device_id(request.device)
+        except ValueError as exc:
+            raise BadRequestError(str(exc), Code.BAD_REQUEST, event_id) from None
+        twin = self.devices.get(request.device)
+        if twin is None:
+            raise BadRequestError(f"unknown device {request.device}", Code.NOT_FOUND, event_id)
+        return twin
+
+    def _twin_update(self, request: topics.Request, payload: bytes) -> Outcome:
+        message = parse_request(TwinUpdateRequest, payload)
+        event_id = message.event_id
+        device = self._device(request, event_id)
+        if len(message.twin) > self.limits.max_properties_per_update:
+            raise BadRequestError(
+                f"twin names {len(message.twin)} properties, more than the limit of "
+                f"{self.limits.max_properties_per_update}",
+                Code.TOO_LARGE,
+                event_id,
+            )
+        self._check_update(device, message)
+
+        now = now_ms()
+        delta_before = device.delta()
+        outcome = Outcome()
+        accepted: dict[str, Any] = {}
+        document: dict[str, Any] = {}
+        for name, entry in message.twin.items():
+            old = device.twins[name]
+            new = old.copy()
+            if entry.expected is not None:
+                new.desired, new.desired_ts = entry.expected.value, now
+                new.desired_version += 1
+            if entry.actual is not None:
+                new.reported, new.reported_ts = entry.actual.value, now
+                new.reported_version += 1
+            device.twins[name] = new
+            outcome.batch.add_twin(_row(device.id, name, new))
+            sides = new.sides()
+            accepted[name] = {
+                side: sides[side]
+                for side, given in (("expected", entry.expected), ("actual", entry.actual))
+                if given is not None
+            }
+            document[name] = {"last": _versioned(old), "current": _versioned(new)}
+
+        outcome.publications.append(
+            Publication(
+                request.result_topic,
+                encode({"event_id": event_id, "timestamp": now, "twin": accepted}),
+            )
+        )
+        delta = device.delta()
+        if delta and (delta != delta_before or any(e.expected for e in message.twin.values())):
+            outcome.publications.append(self._delta_publication(device, event_id, delta))
+        outcome.publications.append(
+            Publication(
+                topics.document_topic(device.id),
+                encode({"event_id": event_id, "timestamp": now, "twin": document}),
+            )
+        )
+        outcome.on_failure = Publication(
+            request.result_topic, error_result(event_id, Code.STORE_FAILED, "store write failed")
+        )
+        return outcome
+
+    def _check_update(self, device: DeviceTwin, message: TwinUpdateRequest) -> None:
+        """Reject the whole update if any property in it is unknown or its value does not fit."""
+        event_id = message.event_id
+        limit = self.limits.max_value_length
+        for name, entry in message.twin.items():
+            rule = device.rules.get(name)
+            if rule is None:
+                raise BadRequestError(
+                    f"device {device.id} has no property {name!r}", Code.NOT_FOUND, event_id
+                )
+            if entry.expected is not None and rule.read_only:
+                raise BadRequestError(
+                    f"twin.{name}.expected: property is ReadOnly and takes no desired value",
+                    Code.FORBIDDEN,
+                    event_id,
+                )
+            for side, value in (("expected", entry.expected), ("actual", entry.actual)):
+                if value is None:
+                    continue
+                try:
+                    rule.parse(value.value, limit)
+                except InvalidValueError as exc:
+                    raise BadRequestError(
+                        f"twin.{name}.{side}.value: {exc}", Code.BAD_REQUEST, event_id
+                    ) from None
+
+    def _twin_get(self, request: topics.Request, payload: bytes) -> Outcome:
+        message = parse_request(TwinGetRequest, payload)
+        device = self._device(request, message.event_id)
+        body = {
+            "event_id": message.event_id,
+            "timestamp": now_ms(),
+            "twin": device.twin_document(),
+            "state": device.state,
+            "last_online_time": device.last_online,
+        }
+        return Outcome(publications=[Publication(request.result_topic, encode(body))])
+
+    def _state_update(self, request: topics.Request, payload: bytes) -> Outcome:
+        message = parse_request(StateUpdateRequest, payload)
+        device = self._device(request, message.event_id)
+        now = now_ms()
+        device.state = message.state
+        if message.state in ONLINE_STATES:
+            device.last_online = now
+        outcome = Outcome()
+        outcome.batch.states[device.id] = StateRow(device.id, device.state, device.last_online)
+        body = {
+            "event_id": message.event_id,
+            "timestamp": now,
+            "state": device.state,
+            "last_online_time": device.last_online,
+        }
+        outcome.publications.append(Publication(request.result_topic, encode(body)))
+        outcome.on_failure = Publication(
+            request.result_topic,
+            error_result(message.event_id, Code.STORE_FAILED, "store write failed"),
+        )
+        return outcome
+
+    def _membership_get(self, request: topics.Request, payload: bytes) -> Outcome:
+        message = parse_request(MembershipGetRequest, payload)
+        body = {
+            "event_id": message.event_id,
+            "timestamp": now_ms(),
+            "devices": [self._member(twin, detail=True) for twin in self.devices.values()],
+        }
+        return Outcome(publications=[Publication(request.result_topic, encode(body))])
+
+    # --- resources (manifests, the cloud) ---------------------------------------------------
+
+    def apply_model(self, model: DeviceModel) -> Outcome:
+        """Add or replace a DeviceModel; its devices' twins follow it."""
+        outcome = Outcome()
+        for prop in model.spec.properties:
+            try:
+                PropertyRule.from_model(prop)
+            except ValueError as exc:
+                outcome.errors.append(f"DeviceModel {model.key}: {exc}")
+                return outcome
+        self.models[model.key] = model
+        outcome.batch.models[model.key] = model.model_dump_json(by_alias=True).encode()
+        for twin in self.devices.values():
+            if twin.device.model_key == model.key:
+                outcome.extend(self._resync(twin, previous=None))
+        return outcome
+
+    def apply_device(self, device: Device) -> Outcome:
+        """Add or replace a Device of this node; a device of another node is removed."""
+        node = device.spec.node_name
+        if node and node != self.node:
+            if device.id in self.devices:
+                return self.remove_device(device.id)
+            return Outcome(errors=[f"Device {device.id} belongs to node {node!r}, not this one"])
+        problem = self._desired_problem(device)
+        if problem:
+            return Outcome(errors=[problem])
+        existing = self.devices.get(device.id)
+        previous = existing.device if existing else None
+        twin = existing or DeviceTwin(device)
+        twin.device = device
+        self.devices[device.id] = twin
+        outcome = Outcome()
+        outcome.batch.devices[device.id] = device.model_dump_json(by_alias=True).encode()
+        if existing is None:
+            outcome.batch.states[device.id] = StateRow(device.id, twin.state, twin.last_online)
+            outcome.publications.append(self._membership_update(added=[twin]))
+        outcome.extend(self._resync(twin, previous))
+        return outcome
+
+    def remove_device(self, device_id: str) -> Outcome:
+        twin = self.devices.pop(device_id, None)
+        outcome = Outcome()
+        if twin is None:
+            return outcome
+        outcome.batch.devices[device_id] = None
+        spec = self._specs.pop(device_id, None)
+        if spec is not None:
+            outcome.publications.append(Publication(spec[0], b"", retain=True))
+        outcome.publications.append(self._membership_update(removed=[twin]))
+        return outcome
+
+    def _desired_problem(self, device: Device) -> str | None:
+        model = self.models.get(device.model_key or "")
+        if model is None:
+            return None
+        for index, prop in enumerate(device.spec.properties):
+            model_prop = model.property(prop.name)
+            where = f"Device {device.id} spec.properties[{index}]"
+            if model_prop is None:
+                return f"{where}.name: model {model.metadata.name} has no property {prop.name!r}"
+            if prop.desired is None or prop.desired.value == "":
+                continue
+            rule = PropertyRule.from_model(model_prop)
+            if rule.read_only:
+                return f"{where}.desired: property {prop.name} is ReadOnly"
+            try:
+                rule.parse(prop.desired.value, self.limits.max_value_length)
+            except InvalidValueError as exc:
+                return f"{where}.desired.value: {exc}"
+        return None
+
+    def _bind_model(self, twin: DeviceTwin) -> None:
+        """Point a device at its model and rebuild its rules; twins of dropped properties go."""
+        model = self.models.get(twin.device.model_key or "")
+        twin.model = model
+        rules: dict[str, PropertyRule] = {}
+        if model is not None:
+            wanted = {p.name for p in twin.device.spec.properties}
+            for prop in model.spec.properties:
+                if not wanted or prop.name in wanted:
+                    rules[prop.name] = PropertyRule.from_model(prop)
+        twin.rules = rules
+        twin.twins = {name: twin.twins.get(name) or PropertyTwin() for name in rules}
+
+    def _resync(self, twin: DeviceTwin, previous: Device | None) -> Outcome:
+        """Rebuild a device's rules and spec, and take desired values its spec changed."""
+        outcome = Outcome()
+        self._bind_model(twin)
+        now = now_ms()
+        old_desired = _spec_desired(previous)
+        changed_desired = False
+        for name, value in _spec_desired(twin.device).items():
+            if name not in twin.rules or old_desired.get(name) == value:
+                continue
+            current = twin.twins[name]
+            if current.desired == value:
+                continue
+            current.desired, current.desired_ts = value, now
+            current.desired_version += 1
+            changed_desired = True
+        for name, prop_twin in twin.twins.items():
+            outcome.batch.add_twin(_row(twin.id, name, prop_twin))
+        spec = self._refresh_spec(twin)
+        if spec is not None:
+            outcome.publications.extend(spec)
+        delta = twin.delta()
+        if delta and changed_desired:
+            outcome.publications.append(self._delta_publication(twin, "", delta))
+        return outcome
+
+    def _refresh_spec(self, twin: DeviceTwin) -> list[Publication] | None:
+        """Recompute the retained spec; the messages to send if it changed."""
+        old = self._specs.get(twin.id)
+        new: tuple[str, bytes] | None = None
+        protocol = twin.device.protocol_name(twin.model)
+        if twin.model is not None and protocol:
+            try:
+                merged = merge_spec(twin.device, twin.model)
+            except ValidationError as exc:
+                log.warning("device %s has no usable spec: %s", twin.id, exc)
+            else:
+                new = (topics.spec_topic(protocol, twin.id), merged.model_dump_json().encode())
+        if new == old:
+            return None
+        pubs = []
+        if old is not None and (new is None or new[0] != old[0]):
+            pubs.append(Publication(old[0], b"", retain=True))
+        if new is None:
+            self._specs.pop(twin.id, None)
+        else:
+            self._specs[twin.id] = new
+            pubs.append(Publication(new[0], new[1], retain=True))
+        return pubs
+
+    # --- messages ---------------------------------------------------------------------------
+
+    def _delta_publication(
+        self, twin: DeviceTwin, event_id: str, delta: dict[str, str]
+    ) -> Publication:
+        body = {
+            "event_id": event_id,
+            "timestamp": now_ms(),
+            "twin": twin.twin_document(),
+            "delta": delta,
+        }
+        return Publication(topics.delta_topic(twin.id), encode(body))
+
+    def _member(self, twin: DeviceTwin, *, detail: bool = False) -> dict[str, Any]:
+        member: dict[str, Any] = {
+            "id": twin.id,
+            "namespace": twin.device.metadata.namespace,
+            "name": twin.device.metadata.name,
+            "model": twin.device.model_name,
+            "protocol": twin.device.protocol_name(twin.model),
+        }
+        if detail:
+            delta = twin.delta()
+            member |= {
+                "state": twin.state,
+                "last_online_time": twin.last_online,
+                "properties": len(twin.twins),
+                "pending": sorted(delta),
+            }
+        return member
+
+    def _membership_update(
+        self, added: list[DeviceTwin] | None = None, removed: list[DeviceTwin] | None = None
+    ) -> Publication:
+        body = {
+            "event_id": "",
+            "timestamp": now_ms(),
+            "added_devices": [self._member(t) for t in added or []],
+            "removed_devices": [self._member(t) for t in removed or []],
+        }
+        return Publication(topics.membership_updated_topic(self.node), orjson.dumps(body))
+
+
+def _row(device: str, name: str, twin: PropertyTwin) -> TwinRow:
+    return TwinRow(
+        device,
+        name,
+        twin.desired,
+        twin.desired_ts,
+        twin.desired_version,
+        twin.reported,
+        twin.reported_ts,
+        twin.reported_version,
+    )
+
+
+def _versioned(twin: PropertyTwin) -> dict[str, Any]:
+    sides = twin.sides()
+    if "expected" in sides:
+        sides["expected"]["version"] = twin.desired_version
+    if "actual" in sides:
+        sides["actual"]["version"] = twin.reported_version
+    return sides
+
+
+def _spec_desired(device: Device | None) -> dict[str, str]:
+    if device is None:
+        return {}
+    return {
+        p.name: p.desired.value
+        for p in device.spec.properties
+        if p.desired is not None and p.desired.value != ""
+    }

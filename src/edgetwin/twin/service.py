@@ -1,0 +1,245 @@
+"""The MQTT twin API: subscribe, answer in order, publish only what is committed.
+
+One task reads messages and applies each to the engine at once, in arrival
+order; the rows go to the store's group commit and the messages join an
+ordered queue. A second task takes that queue in order, waits for each
+commit and publishes the results, deltas and documents, so while one
+transaction is being written the next one fills up. If a commit fails, the
+waiting callers get an error result and the engine reloads the devices
+concerned from the store before it handles another message.
+
+The connection is re-made with backoff when the broker goes away; on every
+connection the retained specs and pending deltas are published again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import deque
+from types import TracebackType
+from typing import Self
+
+from edgetwin.errors import BrokerUnreachableError, EdgetwinError, StoreError
+from edgetwin.mqtt import BrokerAddress, MqttConnection
+from edgetwin.twin.engine import Outcome, Publication, TwinEngine
+from edgetwin.twin.manifests import parse_document
+from edgetwin.twin.store import Store
+from edgetwin.wire import topics
+from edgetwin.wire.messages import (
+    ApplyRequest,
+    BadRequestError,
+    encode,
+    error_result,
+    now_ms,
+    parse_request,
+)
+from edgetwin.wire.resources import Device, DeviceModel, Resource
+
+log = logging.getLogger(__name__)
+
+
+class TwinService:
+    """``async with TwinService(...)``: connected and serving until the block ends."""
+
+    def __init__(
+        self,
+        engine: TwinEngine,
+        store: Store,
+        address: BrokerAddress,
+        *,
+        reconnect_max_delay: float = 10.0,
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.address = address
+        self.reconnect_max_delay = reconnect_max_delay
+        self.connected = asyncio.Event()
+        self._mqtt: MqttConnection | None = None
+        self._outbound: deque[tuple[asyncio.Future[None], Outcome]] = deque()
+        self._outbound_ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self.handled = 0
+
+    async def __aenter__(self) -> Self:
+        first = MqttConnection(self.address, client_id=f"edgetwin-twin-{self.engine.node}")
+        await first.__aenter__()  # fail fast with a clear error if the broker is not there
+        try:
+            await self._on_connect(first)
+        except BaseException:
+            await first.__aexit__(None, None, None)
+            raise
+        self._tasks = [
+            asyncio.create_task(self._serve(first), name="twin-serve"),
+            asyncio.create_task(self._publish_loop(), name="twin-publish"),
+        ]
+        for task in self._tasks:
+            task.add_done_callback(_log_crash)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        serve, publish = self._tasks
+        serve.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serve
+        await self._drained.wait()  # let committed results go out before we disconnect
+        publish.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await publish
+
+    # --- resources --------------------------------------------------------------------------
+
+    async def apply(self, resources: list[Resource]) -> list[str]:
+        """Apply resources (models first), wait for the commit; the errors, one line each."""
+        outcome = self._apply_outcome(resources)
+        await self._dispatch(outcome)
+        return outcome.errors
+
+    def _apply_outcome(self, resources: list[Resource]) -> Outcome:
+        outcome = Outcome()
+        for resource in sorted(resources, key=lambda r: not isinstance(r, DeviceModel)):
+            if isinstance(resource, DeviceModel):
+                outcome.extend(self.engine.apply_model(resource))
+            elif isinstance(resource, Device):
+                outcome.extend(self.engine.apply_device(resource))
+            else:
+                outcome.errors.append(
+                    f"DeviceStatus {resource.metadata.name}: written by the node, not applied"
+                )
+        for error in outcome.errors:
+            log.warning("apply: %s", error)
+        return outcome
+
+    def _handle_apply(self, request: topics.Request, payload: bytes) -> Outcome:
+        try:
+            message = parse_request(ApplyRequest, payload)
+        except BadRequestError as exc:
+            failed = error_result(exc.event_id, exc.code, exc.reason)
+            return Outcome(publications=[Publication(request.result_topic, failed)])
+        resources: list[Resource] = []
+        errors: list[str] = []
+        for index, document in enumerate(message.documents):
+            try:
+                resources.append(parse_document(document, f"documents[{index}]"))
+            except EdgetwinError as exc:
+                errors.append(str(exc))
+        outcome = self._apply_outcome(resources)
+        errors += outcome.errors
+        names = [f"{type(r).__name__} {r.metadata.namespace}/{r.metadata.name}" for r in resources]
+        body = {
+            "event_id": message.event_id,
+            "timestamp": now_ms(),
+            "applied": names,
+            "errors": errors,
+        }
+        outcome.publications.append(Publication(request.result_topic, encode(body)))
+        return outcome
+
+    # --- serving ----------------------------------------------------------------------------
+
+    async def _on_connect(self, mqtt: MqttConnection) -> None:
+        await mqtt.subscribe(topics.request_filters(self.engine.node))
+        self._mqtt = mqtt
+        for pub in self.engine.startup_publications():
+            mqtt.publish_nowait(pub.topic, pub.payload, retain=pub.retain)
+        self.connected.set()
+        log.info("twin API connected to %s as node %s", self.address, self.engine.node)
+
+    async def _serve(self, first: MqttConnection) -> None:
+        mqtt: MqttConnection | None = first
+        delay = 0.1
+        while True:
+            try:
+                if mqtt is None:
+                    mqtt = MqttConnection(
+                        self.address, client_id=f"edgetwin-twin-{self.engine.node}"
+                    )
+                    await mqtt.__aenter__()
+                    await self._on_connect(mqtt)
+                delay = 0.1
+                async for topic, payload in mqtt.messages():
+                    await self._on_message(topic, payload)
+            except BrokerUnreachableError as exc:
+                log.warning("%s; retrying in %.1f s", exc, delay)
+            finally:
+                self.connected.clear()
+                self._mqtt = None
+                if mqtt is not None:
+                    await mqtt.__aexit__(None, None, None)
+                mqtt = None
+            await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # noqa: S311 - jitter
+            delay = min(delay * 2, self.reconnect_max_delay)
+
+    async def _on_message(self, topic: str, payload: bytes) -> None:
+        if self.store.failed_devices:
+            await self._reload_failed_devices()
+        request = topics.parse_request_topic(topic)
+        if request is None:
+            return
+        self.handled += 1
+        if request.kind is topics.RequestKind.NODE_APPLY:
+            outcome = self._handle_apply(request, payload)
+        else:
+            outcome = self.engine.handle(request, payload)
+        self._enqueue(outcome)
+
+    def _enqueue(self, outcome: Outcome) -> asyncio.Future[None]:
+        future = self.store.submit(outcome.batch)
+        self._outbound.append((future, outcome))
+        self._drained.clear()
+        self._outbound_ready.set()
+        return future
+
+    async def _dispatch(self, outcome: Outcome) -> None:
+        future = self._enqueue(outcome)
+        with contextlib.suppress(StoreError):
+            await future
+
+    async def _reload_failed_devices(self) -> None:
+        ids = self.store.take_failed_devices()
+        snapshot = await self.store.load()
+        self.engine.restore_devices(snapshot, ids)
+        log.warning("reloaded %d device(s) from the store after a failed write", len(ids))
+
+    async def _publish_loop(self) -> None:
+        while True:
+            await self._outbound_ready.wait()
+            self._outbound_ready.clear()
+            while self._outbound:
+                future, outcome = self._outbound[0]
+                try:
+                    await asyncio.shield(future)
+                except StoreError:
+                    pubs = [outcome.on_failure] if outcome.on_failure else []
+                else:
+                    pubs = outcome.publications
+                finally:
+                    self._outbound.popleft()
+                self._publish(pubs)
+            self._drained.set()
+
+    def _publish(self, pubs: list[Publication]) -> None:
+        mqtt = self._mqtt
+        if mqtt is None:
+            if pubs:
+                log.debug("not connected; %d message(s) not published", len(pubs))
+            return
+        try:
+            for pub in pubs:
+                mqtt.publish_nowait(pub.topic, pub.payload, retain=pub.retain)
+        except BrokerUnreachableError as exc:
+            log.debug("%s", exc)
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("task %s crashed", task.get_name(), exc_info=task.exception())

@@ -1,0 +1,42 @@
+"""The SQLite schema, as numbered migrations applied at start.
+
+``PRAGMA user_version`` holds the number of migrations applied. A new
+schema change is a new entry at the end of :data:`MIGRATIONS`; entries are
+never edited once released.
+"""
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: devices, models, twins, and the cloud-sync outbox (latest value per field).
+    """
+    CREATE TABLE models (
+        id TEXT PRIMARY KEY,
+        body BLOB NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE devices (
+        id TEXT PRIMARY KEY,
+        body BLOB NOT NULL,
+        state TEXT NOT NULL DEFAULT 'unknown',
+        last_online INTEGER
+    ) WITHOUT ROWID;
+    CREATE TABLE twins (
+        device TEXT NOT NULL,
+        property TEXT NOT NULL,
+        desired TEXT,
+        desired_ts INTEGER NOT NULL,
+        desired_version INTEGER NOT NULL,
+        reported TEXT,
+        reported_ts INTEGER NOT NULL,
+        reported_version INTEGER NOT NULL,
+        PRIMARY KEY (device, property)
+    ) WITHOUT ROWID;
+    CREATE TABLE outbox (
+        device TEXT NOT NULL,
+        field TEXT NOT NULL,
+        value BLOB NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        PRIMARY KEY (device, field)
+    ) WITHOUT ROWID;
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,100 @@
+"""A device's merged spec: what a mapper needs to serve it, with no local device list.
+
+The twin publishes it retained on :func:`edgetwin.wire.topics.spec_topic`.
+Model settings are defaults; the device overrides them key by key
+(``protocol.configData`` over the model's ``protocolConfigData``, a device
+property's ``visitors.configData`` over the model property's visitors).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from edgetwin.wire.resources import AccessMode, Device, DeviceModel, PropertyType
+
+DEFAULT_CYCLE_MS = 1000
+
+
+class PropertySpec(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    type: PropertyType
+    access_mode: AccessMode
+    minimum: str | None = None
+    maximum: str | None = None
+    unit: str | None = None
+    visitors: dict[str, Any]
+    collect_cycle: int
+    report_cycle: int
+    report_to_cloud: bool
+
+
+class DeviceSpecMessage(BaseModel):
+    """The retained spec message; ``properties`` are the device's twins."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    namespace: str
+    name: str
+    model: str
+    node: str | None
+    protocol: str
+    protocol_config: dict[str, Any]
+    properties: list[PropertySpec]
+    methods: list[dict[str, Any]] = []
+
+
+def merge_spec(device: Device, model: DeviceModel) -> DeviceSpecMessage:
+    """Merge a device with its model; only properties the model defines are kept."""
+    by_name = {p.name: p for p in device.spec.properties}
+    properties = []
+    for model_prop in model.spec.properties:
+        own = by_name.get(model_prop.name)
+        if own is None and device.spec.properties:
+            continue
+        model_visitors = _config_of(model_prop.visitors)
+        own_visitors = (own.visitors.config_data if own and own.visitors else None) or {}
+        collect = (own.collect_cycle if own else None) or DEFAULT_CYCLE_MS
+        properties.append(
+            PropertySpec(
+                name=model_prop.name,
+                type=model_prop.type,
+                access_mode=model_prop.access_mode,
+                minimum=model_prop.minimum,
+                maximum=model_prop.maximum,
+                unit=model_prop.unit,
+                visitors={**model_visitors, **own_visitors},
+                collect_cycle=collect,
+                report_cycle=(own.report_cycle if own else None) or collect,
+                report_to_cloud=bool(own.report_to_cloud) if own else False,
+            )
+        )
+    own_protocol = device.spec.protocol
+    return DeviceSpecMessage(
+        id=device.id,
+        namespace=device.metadata.namespace,
+        name=device.metadata.name,
+        model=model.metadata.name,
+        node=device.spec.node_name,
+        protocol=device.protocol_name(model) or "",
+        protocol_config={
+            **(model.spec.protocol_config_data or {}),
+            **((own_protocol.config_data if own_protocol else None) or {}),
+        },
+        properties=properties,
+        methods=device.spec.methods or [],
+    )
+
+
+def _config_of(visitors: dict[str, Any] | None) -> dict[str, Any]:
+    """A model property's visitors: ``{protocolName, configData}`` or a bare config mapping."""
+    if not visitors:
+        return {}
+    config = visitors.get("configData")
+    if isinstance(config, dict):
+        return config
+    return {k: v for k, v in visitors.items() if k != "protocolName"}

@@ -1,0 +1,113 @@
+"""The MQTT topics of the twin API (KubeEdge conventions) and their parsing.
+
+A device id is ``<namespace>/<name>``: two topic levels under
+``$hw/events/device/``. Requests arrive on the filters in
+:data:`REQUEST_FILTERS`; the reply goes to the request topic plus
+``/result``. The filters with one level too few or too many catch ids that
+are not ``<namespace>/<name>``, so their senders get an error result instead
+of silence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+DEVICE_PREFIX = "$hw/events/device"
+NODE_PREFIX = "$hw/events/node"
+MAPPER_PREFIX = "$hw/events/mapper"
+
+
+class RequestKind(Enum):
+    TWIN_UPDATE = "twin/update"
+    TWIN_GET = "twin/get"
+    STATE_UPDATE = "state/update"
+    MEMBERSHIP_GET = "membership/get"
+    NODE_APPLY = "manifests/apply"
+
+
+_DEVICE_KINDS = (RequestKind.TWIN_UPDATE, RequestKind.TWIN_GET, RequestKind.STATE_UPDATE)
+_NODE_KINDS = (RequestKind.MEMBERSHIP_GET, RequestKind.NODE_APPLY)
+
+
+def request_filters(node: str) -> list[str]:
+    """Every filter the twin subscribes to for requests."""
+    filters = []
+    for kind in _DEVICE_KINDS:
+        filters.append(f"{DEVICE_PREFIX}/+/+/{kind.value}")
+        filters.append(f"{DEVICE_PREFIX}/+/{kind.value}")
+        filters.append(f"{DEVICE_PREFIX}/+/+/+/{kind.value}")
+    filters.extend(f"{NODE_PREFIX}/{node}/{kind.value}" for kind in _NODE_KINDS)
+    return filters
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A parsed request topic: what is asked and of which device (``""`` for node requests)."""
+
+    kind: RequestKind
+    device: str
+    topic: str
+
+    @property
+    def result_topic(self) -> str:
+        return f"{self.topic}/result"
+
+
+def parse_request_topic(topic: str) -> Request | None:
+    """Which request a topic carries, or None if it is not one of ours."""
+    for kind in _DEVICE_KINDS:
+        suffix = f"/{kind.value}"
+        if topic.startswith(DEVICE_PREFIX + "/") and topic.endswith(suffix):
+            device = topic[len(DEVICE_PREFIX) + 1 : -len(suffix)]
+            return Request(kind, device, topic)
+    for kind in _NODE_KINDS:
+        suffix = f"/{kind.value}"
+        if topic.startswith(NODE_PREFIX + "/") and topic.endswith(suffix):
+            return Request(kind, "", topic)
+    return None
+
+
+def device_topic(device: str, suffix: str) -> str:
+    return f"{DEVICE_PREFIX}/{device}/{suffix}"
+
+
+def twin_update_topic(device: str) -> str:
+    return device_topic(device, RequestKind.TWIN_UPDATE.value)
+
+
+def twin_get_topic(device: str) -> str:
+    return device_topic(device, RequestKind.TWIN_GET.value)
+
+
+def state_update_topic(device: str) -> str:
+    return device_topic(device, RequestKind.STATE_UPDATE.value)
+
+
+def delta_topic(device: str) -> str:
+    return device_topic(device, "twin/update/delta")
+
+
+def document_topic(device: str) -> str:
+    return device_topic(device, "twin/update/document")
+
+
+def membership_get_topic(node: str) -> str:
+    return f"{NODE_PREFIX}/{node}/{RequestKind.MEMBERSHIP_GET.value}"
+
+
+def membership_updated_topic(node: str) -> str:
+    return f"{NODE_PREFIX}/{node}/membership/updated"
+
+
+def apply_topic(node: str) -> str:
+    return f"{NODE_PREFIX}/{node}/{RequestKind.NODE_APPLY.value}"
+
+
+def spec_topic(protocol: str, device: str) -> str:
+    """Retained: a device's merged spec, for the mappers of its protocol."""
+    return f"{MAPPER_PREFIX}/{protocol}/{device}/spec"
+
+
+def spec_filter(protocol: str) -> str:
+    return f"{MAPPER_PREFIX}/{protocol}/+/+/spec"
