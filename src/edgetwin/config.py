@@ -77,6 +77,13 @@ class TwinSettings(_Section):
     max_properties_per_update: int = Field(
         1000, ge=1, description="Most properties one twin/update may carry."
     )
+    result_qos: Literal[0, 1] = Field(
+        0,
+        description=(
+            "QoS of results and documents (KubeEdge's eventbus default is 0). Deltas, specs "
+            "and membership updates always go at QoS 1."
+        ),
+    )
 
 
 class LogSettings(_Section):

@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
+import gc
 import logging
 import time
+from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from edgetwin.broker import EmbeddedBroker
 from edgetwin.config import Settings
 from edgetwin.errors import ManifestError
-from edgetwin.mqtt import BrokerAddress
-from edgetwin.twin import Store, TwinEngine, TwinService, load_manifests
+from edgetwin.mqtt import BrokerAddress, MqttConnection
+from edgetwin.twin import Store, TwinEngine, TwinLink, TwinService, load_manifests
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +40,10 @@ class Node:
 
     async def __aenter__(self) -> Self:
         settings = self.settings
+        if settings.manifests is not None and not settings.manifests.exists():
+            raise ManifestError(f"{settings.manifests} does not exist")
         started = time.perf_counter()
         async with contextlib.AsyncExitStack() as stack:
-            resources = load_manifests(settings.manifests) if settings.manifests else []
             self.store = await stack.enter_async_context(
                 Store(
                     settings.database_path,
@@ -53,25 +59,27 @@ class Node:
                 settings.database_path,
                 (time.perf_counter() - started) * 1000,
             )
+            connect: Callable[[], TwinLink]
             if settings.broker.embedded:
                 broker = await stack.enter_async_context(
                     EmbeddedBroker(settings.broker.host, settings.broker.port)
                 )
                 self.broker_port = broker.port
-            address = BrokerAddress.from_settings(settings.broker, port=self.broker_port)
+                connect = broker.local_connection
+            else:
+                connect = self._mqtt_connection
             self.service = await stack.enter_async_context(
                 TwinService(
                     self.engine,
                     self.store,
-                    address,
+                    connect,
                     reconnect_max_delay=settings.broker.reconnect_max_delay,
                 )
             )
-            if resources:
-                errors = await self.service.apply(resources)
-                if errors:
-                    raise ManifestError(f"{settings.manifests}: {errors[0]}")
+            if settings.manifests:
+                await self._apply_manifests(settings.manifests)
             self._stack = stack.pop_all()
+        release_free_memory()
         log.info(
             "node %s ready: %d device(s), MQTT on %s:%d",
             settings.node.name,
@@ -81,6 +89,19 @@ class Node:
         )
         return self
 
+    async def _apply_manifests(self, path: Path) -> None:
+        # Parsed here so the resources die with this frame, before memory is trimmed.
+        errors = await self.service.apply(load_manifests(path))
+        if errors:
+            raise ManifestError(f"{path}: {errors[0]}")
+
+    def _mqtt_connection(self) -> MqttConnection:
+        """The twin's client of an external broker: a persistent session, so the broker
+        keeps requests for the twin while it reconnects."""
+        address = BrokerAddress.from_settings(self.settings.broker)
+        client_id = f"edgetwin-twin-{self.settings.node.name}"
+        return MqttConnection(address, client_id=client_id, persistent=True)
+
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
@@ -89,6 +110,22 @@ class Node:
     ) -> None:
         await self._stack.aclose()
         log.info("node %s stopped", self.settings.node.name)
+
+
+def release_free_memory() -> None:
+    """Hand the heap freed after start-up (parsed manifests, the loaded snapshot) back to the OS.
+
+    CPython keeps freed memory for reuse; on glibc, ``malloc_trim`` returns
+    the free pages, which is most of a node's start-up peak.
+    """
+    gc.collect()
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return
+    libc = ctypes.CDLL(libc_name)
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 async def run_node(

@@ -1,5 +1,6 @@
 """The embedded MQTT broker (amqtt), so one command runs a whole node."""
 
 from edgetwin.broker._embedded import EmbeddedBroker
+from edgetwin.broker._local import LocalConnection
 
-__all__ = ["EmbeddedBroker"]
+__all__ = ["EmbeddedBroker", "LocalConnection"]

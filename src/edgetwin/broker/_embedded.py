@@ -26,6 +26,7 @@ from amqtt.contexts import Action
 from amqtt.errors import BrokerError
 from amqtt.events import BrokerEvents
 
+from edgetwin.broker._local import LocalConnection
 from edgetwin.errors import BrokerStartError
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,43 @@ KUBEEDGE_PREFIX = "$hw/"
 
 
 class _KubeEdgeBroker(Broker):  # type: ignore[misc]
-    """amqtt's broker, allowing client publications under ``$hw/``."""
+    """amqtt's broker, allowing client publications under ``$hw/``, with in-process links."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        self._links: list[LocalConnection] = []
+
+    # --- the LocalBroker protocol -----------------------------------------------------------
+
+    def attach(self, link: LocalConnection) -> None:
+        self._links.append(link)
+
+    def detach(self, link: LocalConnection) -> None:
+        if link in self._links:
+            self._links.remove(link)
+
+    def matches(self, topic: str, topic_filter: str) -> bool:
+        return bool(self._matches(topic, topic_filter))
+
+    async def broadcast(self, topic: str, payload: bytes, qos: int) -> None:
+        await self.internal_message_broadcast(topic, payload, qos)
+
+    async def retain(self, topic: str, payload: bytes, qos: int) -> None:
+        await self.retain_message(None, topic, payload, qos)
+
+    async def _broadcast_message(
+        self,
+        session: Any,  # noqa: ANN401 - amqtt's Session
+        topic: str | None,
+        data: bytes | bytearray | None,
+        force_qos: int | None = None,
+    ) -> None:
+        # Client publications (session set; ACL already passed) also go to the local links.
+        if session is not None and topic:
+            for link in self._links:
+                if link.wants(topic):
+                    link.deliver(topic, bytes(data or b""))
+        await super()._broadcast_message(session, topic, data, force_qos)
 
     async def _handle_message_delivery(  # amqtt's own signature, untyped there
         self,
@@ -70,7 +107,7 @@ class EmbeddedBroker:
     def __init__(self, host: str = "127.0.0.1", port: int = 1883) -> None:
         self.host = host
         self._requested_port = port
-        self._broker: Broker | None = None
+        self._broker: _KubeEdgeBroker | None = None
         self.port = port
 
     def _config(self) -> dict[str, Any]:
@@ -104,6 +141,12 @@ class EmbeddedBroker:
         self.port = server.sockets[0].getsockname()[1]
         log.info("embedded MQTT broker listening on %s:%d", self.host, self.port)
         return self
+
+    def local_connection(self) -> LocalConnection:
+        """An in-process link for a twin running in the broker's own process."""
+        if self._broker is None:
+            raise BrokerStartError("the embedded broker is not running")
+        return LocalConnection(self._broker, f"{self.host}:{self.port} (in-process)")
 
     async def __aexit__(
         self,

@@ -22,29 +22,38 @@ async def run_command(args: argparse.Namespace, settings: Settings) -> None:
     address = BrokerAddress.from_settings(settings.broker)
     node = settings.node.name
     async with MqttConnection(address, client_id=f"edgetwin-cli-{uuid.uuid4().hex[:8]}") as mqtt:
+        asker = _Asker(mqtt, args.timeout)
         if args.command == "apply":
-            await _apply(mqtt, node, args)
+            await _apply(asker, node, args)
         elif args.command == "set":
-            await _set(mqtt, args)
+            await _set(asker, args)
         elif args.what == "devices":
-            await _get_devices(mqtt, node, args.output)
+            await _get_devices(asker, node, args.output)
         else:
-            await _get_device(mqtt, args)
+            await _get_device(asker, args)
 
 
-async def _ask(mqtt: MqttConnection, topic: str, body: dict[str, Any]) -> dict[str, Any]:
-    event_id = uuid.uuid4().hex
-    raw = await request(
-        mqtt,
-        topic,
-        orjson.dumps({"event_id": event_id, **body}),
-        result_topic=f"{topic}/result",
-        event_id=event_id,
-    )
-    result: dict[str, Any] = orjson.loads(raw)
-    if "code" in result:
-        raise RequestError(f"{result.get('reason')} (code {result['code']})")
-    return result
+class _Asker:
+    """Requests to the node, each waiting for the result with its own event_id."""
+
+    def __init__(self, mqtt: MqttConnection, wait: float) -> None:
+        self.mqtt = mqtt
+        self.wait = wait
+
+    async def __call__(self, topic: str, body: dict[str, Any]) -> dict[str, Any]:
+        event_id = uuid.uuid4().hex
+        raw = await request(
+            self.mqtt,
+            topic,
+            orjson.dumps({"event_id": event_id, **body}),
+            result_topic=f"{topic}/result",
+            event_id=event_id,
+            wait=self.wait,
+        )
+        result: dict[str, Any] = orjson.loads(raw)
+        if "code" in result:
+            raise RequestError(f"{result.get('reason')} (code {result['code']})")
+        return result
 
 
 def _device_arg(value: str | None) -> str:
@@ -57,18 +66,18 @@ def _device_arg(value: str | None) -> str:
     return value
 
 
-async def _apply(mqtt: MqttConnection, node: str, args: argparse.Namespace) -> None:
+async def _apply(ask: _Asker, node: str, args: argparse.Namespace) -> None:
     documents = read_documents(args.filename)
     for index, document in enumerate(documents):  # check locally first: errors name the file
         parse_document(document, f"{args.filename} (document {index + 1})")
-    result = await _ask(mqtt, topics.apply_topic(node), {"documents": documents})
+    result = await ask(topics.apply_topic(node), {"documents": documents})
     for name in result.get("applied", []):
         print(f"{name} applied")
     if result.get("errors"):
         raise EdgetwinError("; ".join(result["errors"]))
 
 
-async def _set(mqtt: MqttConnection, args: argparse.Namespace) -> None:
+async def _set(ask: _Asker, args: argparse.Namespace) -> None:
     device = _device_arg(args.device)
     twin: dict[str, Any] = {}
     for assignment in args.assignments:
@@ -76,13 +85,13 @@ async def _set(mqtt: MqttConnection, args: argparse.Namespace) -> None:
         if not sep or not prop:
             raise EdgetwinError(f"{assignment!r} must be PROP=VALUE")
         twin[prop] = {"expected": {"value": value}}
-    result = await _ask(mqtt, topics.twin_update_topic(device), {"twin": twin})
+    result = await ask(topics.twin_update_topic(device), {"twin": twin})
     for prop, sides in result.get("twin", {}).items():
         print(f"{device} {prop}: desired {sides['expected']['value']}")
 
 
-async def _get_devices(mqtt: MqttConnection, node: str, output: str) -> None:
-    result = await _ask(mqtt, topics.membership_get_topic(node), {})
+async def _get_devices(ask: _Asker, node: str, output: str) -> None:
+    result = await ask(topics.membership_get_topic(node), {})
     devices = result.get("devices", [])
     if output != "table":
         _dump(devices, output)
@@ -103,9 +112,9 @@ async def _get_devices(mqtt: MqttConnection, node: str, output: str) -> None:
     _table(rows)
 
 
-async def _get_device(mqtt: MqttConnection, args: argparse.Namespace) -> None:
+async def _get_device(ask: _Asker, args: argparse.Namespace) -> None:
     device = _device_arg(args.device)
-    result = await _ask(mqtt, topics.twin_get_topic(device), {})
+    result = await ask(topics.twin_get_topic(device), {})
     if args.output != "table":
         result.pop("event_id", None)
         _dump({"id": device, **result}, args.output)

@@ -24,6 +24,10 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--config", type=Path, help="YAML settings file")
     common.add_argument("--node", help="node name (default: the host name)")
     common.add_argument("--broker", metavar="HOST:PORT", help="MQTT broker to use")
+    client = argparse.ArgumentParser(add_help=False)
+    client.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to wait for the node's answer"
+    )
 
     parser = argparse.ArgumentParser(prog="edgetwin", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -33,15 +37,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", type=Path, help="folder for the SQLite file")
     run.add_argument("--external-broker", action="store_true", help="do not embed a broker")
 
-    apply = commands.add_parser("apply", parents=[common], help="add or update devices/models")
+    apply = commands.add_parser(
+        "apply", parents=[common, client], help="add or update devices/models"
+    )
     apply.add_argument("-f", "--filename", type=Path, required=True, help="YAML file or folder")
 
-    get = commands.add_parser("get", parents=[common], help="show devices")
+    get = commands.add_parser("get", parents=[common, client], help="show devices")
     get.add_argument("what", choices=["devices", "device"])
     get.add_argument("device", nargs="?", help="NAMESPACE/NAME (for 'get device')")
     get.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
 
-    set_ = commands.add_parser("set", parents=[common], help="set desired property values")
+    set_ = commands.add_parser("set", parents=[common, client], help="set desired property values")
     set_.add_argument("device", help="NAMESPACE/NAME")
     set_.add_argument("assignments", nargs="+", metavar="PROP=VALUE")
     return parser

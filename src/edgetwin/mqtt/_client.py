@@ -77,8 +77,10 @@ class MqttConnection:
         *,
         client_id: str | None = None,
         will: tuple[str, bytes] | None = None,
+        persistent: bool = False,
     ) -> None:
         self.address = address
+        self._persistent = persistent
         self.client_id = client_id or f"edgetwin-{uuid.uuid4().hex[:12]}"
         self._will = will
         self._client: aiomqtt.Client | None = None
@@ -106,6 +108,7 @@ class MqttConnection:
             tls_insecure=address.tls_insecure if address.tls else None,
             socket_options=_NODELAY,
             will=will,
+            clean_session=not self._persistent,
             timeout=10,
             max_inflight_messages=1000,
         )

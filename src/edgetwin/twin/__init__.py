@@ -2,7 +2,7 @@
 
 from edgetwin.twin.engine import Outcome, Publication, TwinEngine
 from edgetwin.twin.manifests import load_manifests, parse_document, read_documents
-from edgetwin.twin.service import TwinService
+from edgetwin.twin.service import TwinLink, TwinService
 from edgetwin.twin.store import Store
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "Publication",
     "Store",
     "TwinEngine",
+    "TwinLink",
     "TwinService",
     "load_manifests",
     "parse_document",

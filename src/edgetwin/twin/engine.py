@@ -11,14 +11,14 @@ the truth.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from pydantic import ValidationError
 
 from edgetwin.config import TwinSettings
-from edgetwin.twin.state import DeviceTwin, PropertyTwin
+from edgetwin.twin.state import DeviceRecord, DeviceTwin, PropertyTwin
 from edgetwin.twin.store.rows import Snapshot, StateRow, TwinRow, WriteBatch
 from edgetwin.twin.values import InvalidValueError, PropertyRule
 from edgetwin.wire import topics
@@ -48,6 +48,7 @@ class Publication:
     topic: str
     payload: bytes
     retain: bool = False
+    qos: int = 1
 
 
 @dataclass(slots=True)
@@ -62,22 +63,28 @@ class Outcome:
     publications: list[Publication] = field(default_factory=list)
     on_failure: Publication | None = None
     errors: list[str] = field(default_factory=list)
+    added: list[dict[str, Any]] = field(default_factory=list)
+    removed: list[dict[str, Any]] = field(default_factory=list)
 
     def extend(self, other: Outcome) -> None:
         self.batch.merge(other.batch)
         self.publications.extend(other.publications)
         self.errors.extend(other.errors)
+        self.added.extend(other.added)
+        self.removed.extend(other.removed)
 
 
 class TwinEngine:
     """Every device twin of one node."""
 
-    def __init__(self, node: str, limits: TwinSettings) -> None:
+    def __init__(self, node: str, settings: TwinSettings) -> None:
         self.node = node
-        self.limits = limits
+        self.settings = settings
         self.devices: dict[str, DeviceTwin] = {}
         self.models: dict[str, DeviceModel] = {}
         self._specs: dict[str, tuple[str, bytes]] = {}  # device -> (spec topic, payload)
+        self.rejected: Counter[int] = Counter()
+        """Rejected requests by error code, for the metrics."""
 
     # --- start-up -------------------------------------------------------------------------
 
@@ -86,7 +93,8 @@ class TwinEngine:
         for key, body in snapshot.models.items():
             self.models[key] = DeviceModel.model_validate_json(body)
         for device_id, (body, state, last_online) in snapshot.devices.items():
-            twin = DeviceTwin(Device.model_validate_json(body), state=state)
+            record = DeviceRecord.from_device(Device.model_validate_json(body), body)
+            twin = DeviceTwin(record, state=state)
             twin.last_online = last_online
             self.devices[device_id] = twin
             self._bind_model(twin)
@@ -143,20 +151,20 @@ class TwinEngine:
                     return self._unsupported(request)
         except BadRequestError as exc:
             log.warning("rejected %s on %s: %s", request.kind.value, request.topic, exc.reason)
+            self.rejected[exc.code] += 1
             result = error_result(exc.event_id, exc.code, exc.reason)
-            return Outcome(publications=[Publication(request.result_topic, result)])
+            return Outcome(publications=[self.reply(request.result_topic, result)])
 
     def _check_size(self, payload: bytes) -> None:
-        limit = self.limits.max_payload_bytes
+        limit = self.settings.max_payload_bytes
         if len(payload) > limit:
             raise BadRequestError(
                 f"payload of {len(payload)} bytes is over the limit of {limit}", Code.TOO_LARGE
             )
 
-    @staticmethod
-    def _unsupported(request: topics.Request) -> Outcome:
+    def _unsupported(self, request: topics.Request) -> Outcome:
         result = error_result("", Code.BAD_REQUEST, f"{request.kind.value} is not a twin request")
-        return Outcome(publications=[Publication(request.result_topic, result)])
+        return Outcome(publications=[self.reply(request.result_topic, result)])
 
     def _device(self, request: topics.Request, event_id: str) -> DeviceTwin:
         try:
@@ -172,10 +180,10 @@ class TwinEngine:
         message = parse_request(TwinUpdateRequest, payload)
         event_id = message.event_id
         device = self._device(request, event_id)
-        if len(message.twin) > self.limits.max_properties_per_update:
+        if len(message.twin) > self.settings.max_properties_per_update:
             raise BadRequestError(
                 f"twin names {len(message.twin)} properties, more than the limit of "
-                f"{self.limits.max_properties_per_update}",
+                f"{self.settings.max_properties_per_update}",
                 Code.TOO_LARGE,
                 event_id,
             )
@@ -206,7 +214,7 @@ class TwinEngine:
             document[name] = {"last": _versioned(old), "current": _versioned(new)}
 
         outcome.publications.append(
-            Publication(
+            self.reply(
                 request.result_topic,
                 encode({"event_id": event_id, "timestamp": now, "twin": accepted}),
             )
@@ -215,12 +223,12 @@ class TwinEngine:
         if delta and (delta != delta_before or any(e.expected for e in message.twin.values())):
             outcome.publications.append(self._delta_publication(device, event_id, delta))
         outcome.publications.append(
-            Publication(
+            self.reply(
                 topics.document_topic(device.id),
                 encode({"event_id": event_id, "timestamp": now, "twin": document}),
             )
         )
-        outcome.on_failure = Publication(
+        outcome.on_failure = self.reply(
             request.result_topic, error_result(event_id, Code.STORE_FAILED, "store write failed")
         )
         return outcome
@@ -228,7 +236,7 @@ class TwinEngine:
     def _check_update(self, device: DeviceTwin, message: TwinUpdateRequest) -> None:
         """Reject the whole update if any property in it is unknown or its value does not fit."""
         event_id = message.event_id
-        limit = self.limits.max_value_length
+        limit = self.settings.max_value_length
         for name, entry in message.twin.items():
             rule = device.rules.get(name)
             if rule is None:
@@ -261,7 +269,7 @@ class TwinEngine:
             "state": device.state,
             "last_online_time": device.last_online,
         }
-        return Outcome(publications=[Publication(request.result_topic, encode(body))])
+        return Outcome(publications=[self.reply(request.result_topic, encode(body))])
 
     def _state_update(self, request: topics.Request, payload: bytes) -> Outcome:
         message = parse_request(StateUpdateRequest, payload)
@@ -278,8 +286,8 @@ class TwinEngine:
             "state": device.state,
             "last_online_time": device.last_online,
         }
-        outcome.publications.append(Publication(request.result_topic, encode(body)))
-        outcome.on_failure = Publication(
+        outcome.publications.append(self.reply(request.result_topic, encode(body)))
+        outcome.on_failure = self.reply(
             request.result_topic,
             error_result(message.event_id, Code.STORE_FAILED, "store write failed"),
         )
@@ -292,7 +300,7 @@ class TwinEngine:
             "timestamp": now_ms(),
             "devices": [self._member(twin, detail=True) for twin in self.devices.values()],
         }
-        return Outcome(publications=[Publication(request.result_topic, encode(body))])
+        return Outcome(publications=[self.reply(request.result_topic, encode(body))])
 
     # --- resources (manifests, the cloud) ---------------------------------------------------
 
@@ -324,14 +332,15 @@ class TwinEngine:
             return Outcome(errors=[problem])
         existing = self.devices.get(device.id)
         previous = existing.device if existing else None
-        twin = existing or DeviceTwin(device)
-        twin.device = device
+        record = DeviceRecord.from_device(device)
+        twin = existing or DeviceTwin(record)
+        twin.device = record
         self.devices[device.id] = twin
         outcome = Outcome()
-        outcome.batch.devices[device.id] = device.model_dump_json(by_alias=True).encode()
+        outcome.batch.devices[device.id] = record.body
         if existing is None:
             outcome.batch.states[device.id] = StateRow(device.id, twin.state, twin.last_online)
-            outcome.publications.append(self._membership_update(added=[twin]))
+            outcome.added.append(self._member(twin))
         outcome.extend(self._resync(twin, previous))
         return outcome
 
@@ -344,7 +353,7 @@ class TwinEngine:
         spec = self._specs.pop(device_id, None)
         if spec is not None:
             outcome.publications.append(Publication(spec[0], b"", retain=True))
-        outcome.publications.append(self._membership_update(removed=[twin]))
+        outcome.removed.append(self._member(twin))
         return outcome
 
     def _desired_problem(self, device: Device) -> str | None:
@@ -362,7 +371,7 @@ class TwinEngine:
             if rule.read_only:
                 return f"{where}.desired: property {prop.name} is ReadOnly"
             try:
-                rule.parse(prop.desired.value, self.limits.max_value_length)
+                rule.parse(prop.desired.value, self.settings.max_value_length)
             except InvalidValueError as exc:
                 return f"{where}.desired.value: {exc}"
         return None
@@ -373,21 +382,21 @@ class TwinEngine:
         twin.model = model
         rules: dict[str, PropertyRule] = {}
         if model is not None:
-            wanted = {p.name for p in twin.device.spec.properties}
+            wanted = twin.device.property_names
             for prop in model.spec.properties:
                 if not wanted or prop.name in wanted:
                     rules[prop.name] = PropertyRule.from_model(prop)
         twin.rules = rules
         twin.twins = {name: twin.twins.get(name) or PropertyTwin() for name in rules}
 
-    def _resync(self, twin: DeviceTwin, previous: Device | None) -> Outcome:
+    def _resync(self, twin: DeviceTwin, previous: DeviceRecord | None) -> Outcome:
         """Rebuild a device's rules and spec, and take desired values its spec changed."""
         outcome = Outcome()
         self._bind_model(twin)
         now = now_ms()
-        old_desired = _spec_desired(previous)
+        old_desired = dict(previous.desired) if previous else {}
         changed_desired = False
-        for name, value in _spec_desired(twin.device).items():
+        for name, value in twin.device.desired:
             if name not in twin.rules or old_desired.get(name) == value:
                 continue
             current = twin.twins[name]
@@ -413,7 +422,7 @@ class TwinEngine:
         protocol = twin.device.protocol_name(twin.model)
         if twin.model is not None and protocol:
             try:
-                merged = merge_spec(twin.device, twin.model)
+                merged = merge_spec(twin.device.device(), twin.model)
             except ValidationError as exc:
                 log.warning("device %s has no usable spec: %s", twin.id, exc)
             else:
@@ -432,6 +441,10 @@ class TwinEngine:
 
     # --- messages ---------------------------------------------------------------------------
 
+    def reply(self, topic: str, payload: bytes) -> Publication:
+        """A result or document: at the configured QoS."""
+        return Publication(topic, payload, qos=self.settings.result_qos)
+
     def _delta_publication(
         self, twin: DeviceTwin, event_id: str, delta: dict[str, str]
     ) -> Publication:
@@ -446,8 +459,8 @@ class TwinEngine:
     def _member(self, twin: DeviceTwin, *, detail: bool = False) -> dict[str, Any]:
         member: dict[str, Any] = {
             "id": twin.id,
-            "namespace": twin.device.metadata.namespace,
-            "name": twin.device.metadata.name,
+            "namespace": twin.device.namespace,
+            "name": twin.device.name,
             "model": twin.device.model_name,
             "protocol": twin.device.protocol_name(twin.model),
         }
@@ -461,16 +474,19 @@ class TwinEngine:
             }
         return member
 
-    def _membership_update(
-        self, added: list[DeviceTwin] | None = None, removed: list[DeviceTwin] | None = None
-    ) -> Publication:
+    def announce_membership(self, outcome: Outcome) -> None:
+        """Turn the devices an outcome added and removed into one ``membership/updated``."""
+        if not outcome.added and not outcome.removed:
+            return
         body = {
             "event_id": "",
             "timestamp": now_ms(),
-            "added_devices": [self._member(t) for t in added or []],
-            "removed_devices": [self._member(t) for t in removed or []],
+            "added_devices": outcome.added,
+            "removed_devices": outcome.removed,
         }
-        return Publication(topics.membership_updated_topic(self.node), orjson.dumps(body))
+        topic = topics.membership_updated_topic(self.node)
+        outcome.publications.append(Publication(topic, encode(body)))
+        outcome.added, outcome.removed = [], []
 
 
 def _row(device: str, name: str, twin: PropertyTwin) -> TwinRow:
@@ -493,13 +509,3 @@ def _versioned(twin: PropertyTwin) -> dict[str, Any]:
     if "actual" in sides:
         sides["actual"]["version"] = twin.reported_version
     return sides
-
-
-def _spec_desired(device: Device | None) -> dict[str, str]:
-    if device is None:
-        return {}
-    return {
-        p.name: p.desired.value
-        for p in device.spec.properties
-        if p.desired is not None and p.desired.value != ""
-    }

@@ -12,6 +12,9 @@ from pydantic import ValidationError
 from edgetwin.errors import ManifestError
 from edgetwin.wire.resources import API_VERSION, Device, DeviceModel, DeviceStatus, Resource
 
+# libyaml's loader when PyYAML was built with it: ~10x faster on a folder of manifests.
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 _KINDS: dict[str, type[DeviceModel | Device | DeviceStatus]] = {
     "DeviceModel": DeviceModel,
     "Device": Device,
@@ -31,7 +34,7 @@ def read_documents(path: Path) -> list[dict[str, Any]]:
     documents: list[dict[str, Any]] = []
     for file in files:
         try:
-            loaded = list(yaml.safe_load_all(file.read_text(encoding="utf-8")))
+            loaded = list(yaml.load_all(file.read_text(encoding="utf-8"), Loader=_SafeLoader))
         except (OSError, UnicodeDecodeError) as exc:
             raise ManifestError(f"{file}: cannot be read: {exc}") from None
         except yaml.YAMLError as exc:

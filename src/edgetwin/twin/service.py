@@ -19,11 +19,11 @@ import contextlib
 import logging
 import random
 from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self
 
 from edgetwin.errors import BrokerUnreachableError, EdgetwinError, StoreError
-from edgetwin.mqtt import BrokerAddress, MqttConnection
 from edgetwin.twin.engine import Outcome, Publication, TwinEngine
 from edgetwin.twin.manifests import parse_document
 from edgetwin.twin.store import Store
@@ -41,6 +41,26 @@ from edgetwin.wire.resources import Device, DeviceModel, Resource
 log = logging.getLogger(__name__)
 
 
+class TwinLink(Protocol):
+    """The twin's connection to the broker: an MQTT client, or an in-process link."""
+
+    @property
+    def address(self) -> object: ...
+
+    async def __aenter__(self) -> Self: ...
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+    async def subscribe(self, filters: Sequence[str], qos: int = 1) -> None: ...
+    def publish_nowait(
+        self, topic: str, payload: bytes, qos: int = 1, retain: bool = False
+    ) -> None: ...
+    def messages(self) -> AsyncIterator[tuple[str, bytes]]: ...
+
+
 class TwinService:
     """``async with TwinService(...)``: connected and serving until the block ends."""
 
@@ -48,16 +68,16 @@ class TwinService:
         self,
         engine: TwinEngine,
         store: Store,
-        address: BrokerAddress,
+        connect: Callable[[], TwinLink],
         *,
         reconnect_max_delay: float = 10.0,
     ) -> None:
         self.engine = engine
         self.store = store
-        self.address = address
+        self._connect = connect
         self.reconnect_max_delay = reconnect_max_delay
         self.connected = asyncio.Event()
-        self._mqtt: MqttConnection | None = None
+        self._mqtt: TwinLink | None = None
         self._outbound: deque[tuple[asyncio.Future[None], Outcome]] = deque()
         self._outbound_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -66,7 +86,7 @@ class TwinService:
         self.handled = 0
 
     async def __aenter__(self) -> Self:
-        first = MqttConnection(self.address, client_id=f"edgetwin-twin-{self.engine.node}")
+        first = self._connect()
         await first.__aenter__()  # fail fast with a clear error if the broker is not there
         try:
             await self._on_connect(first)
@@ -124,7 +144,7 @@ class TwinService:
             message = parse_request(ApplyRequest, payload)
         except BadRequestError as exc:
             failed = error_result(exc.event_id, exc.code, exc.reason)
-            return Outcome(publications=[Publication(request.result_topic, failed)])
+            return Outcome(publications=[self.engine.reply(request.result_topic, failed)])
         resources: list[Resource] = []
         errors: list[str] = []
         for index, document in enumerate(message.documents):
@@ -141,28 +161,26 @@ class TwinService:
             "applied": names,
             "errors": errors,
         }
-        outcome.publications.append(Publication(request.result_topic, encode(body)))
+        outcome.publications.append(self.engine.reply(request.result_topic, encode(body)))
         return outcome
 
     # --- serving ----------------------------------------------------------------------------
 
-    async def _on_connect(self, mqtt: MqttConnection) -> None:
+    async def _on_connect(self, mqtt: TwinLink) -> None:
         await mqtt.subscribe(topics.request_filters(self.engine.node))
         self._mqtt = mqtt
         for pub in self.engine.startup_publications():
-            mqtt.publish_nowait(pub.topic, pub.payload, retain=pub.retain)
+            mqtt.publish_nowait(pub.topic, pub.payload, qos=pub.qos, retain=pub.retain)
         self.connected.set()
-        log.info("twin API connected to %s as node %s", self.address, self.engine.node)
+        log.info("twin API connected to %s as node %s", mqtt.address, self.engine.node)
 
-    async def _serve(self, first: MqttConnection) -> None:
-        mqtt: MqttConnection | None = first
+    async def _serve(self, first: TwinLink) -> None:
+        mqtt: TwinLink | None = first
         delay = 0.1
         while True:
             try:
                 if mqtt is None:
-                    mqtt = MqttConnection(
-                        self.address, client_id=f"edgetwin-twin-{self.engine.node}"
-                    )
+                    mqtt = self._connect()
                     await mqtt.__aenter__()
                     await self._on_connect(mqtt)
                 delay = 0.1
@@ -193,6 +211,7 @@ class TwinService:
         self._enqueue(outcome)
 
     def _enqueue(self, outcome: Outcome) -> asyncio.Future[None]:
+        self.engine.announce_membership(outcome)
         future = self.store.submit(outcome.batch)
         self._outbound.append((future, outcome))
         self._drained.clear()
@@ -215,17 +234,21 @@ class TwinService:
             await self._outbound_ready.wait()
             self._outbound_ready.clear()
             while self._outbound:
-                future, outcome = self._outbound[0]
-                try:
-                    await asyncio.shield(future)
-                except StoreError:
-                    pubs = [outcome.on_failure] if outcome.on_failure else []
-                else:
-                    pubs = outcome.publications
-                finally:
-                    self._outbound.popleft()
-                self._publish(pubs)
+                await self._publish_next()
             self._drained.set()
+
+    async def _publish_next(self) -> None:
+        """Publish the oldest outcome once committed (its own frame, so nothing outlives it)."""
+        future, outcome = self._outbound[0]
+        try:
+            await asyncio.shield(future)
+        except StoreError:
+            pubs = [outcome.on_failure] if outcome.on_failure else []
+        else:
+            pubs = outcome.publications
+        finally:
+            self._outbound.popleft()
+        self._publish(pubs)
 
     def _publish(self, pubs: list[Publication]) -> None:
         mqtt = self._mqtt
@@ -235,7 +258,7 @@ class TwinService:
             return
         try:
             for pub in pubs:
-                mqtt.publish_nowait(pub.topic, pub.payload, retain=pub.retain)
+                mqtt.publish_nowait(pub.topic, pub.payload, qos=pub.qos, retain=pub.retain)
         except BrokerUnreachableError as exc:
             log.debug("%s", exc)
 

@@ -63,6 +63,9 @@ class Store:
         except (sqlite3.Error, OSError) as exc:
             await self._close_db()
             raise StoreError(f"cannot open the store {self.path}: {exc}") from None
+        except BaseException:
+            await self._close_db()
+            raise
         self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
         return self
 

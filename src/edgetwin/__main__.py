@@ -1,0 +1,5 @@
+import sys
+
+from edgetwin.cli import main
+
+sys.exit(main())

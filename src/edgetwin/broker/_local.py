@@ -1,0 +1,94 @@
+"""An in-process link to the embedded broker, for the twin that runs beside it.
+
+It offers the calls of an MQTT connection (subscribe, publish, messages) but
+skips TCP and MQTT encoding: client publications that match its filters are
+handed over after amqtt has checked them (ACL included), and what it
+publishes enters amqtt's broadcast and retain paths directly. With the
+broker and the twin sharing one core, that halves amqtt's work per update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+from typing import Protocol, Self
+
+log = logging.getLogger(__name__)
+
+
+class LocalBroker(Protocol):
+    """What the link needs of the broker."""
+
+    def attach(self, link: LocalConnection) -> None: ...
+    def detach(self, link: LocalConnection) -> None: ...
+    def matches(self, topic: str, topic_filter: str) -> bool: ...
+    async def broadcast(self, topic: str, payload: bytes, qos: int) -> None: ...
+    async def retain(self, topic: str, payload: bytes, qos: int) -> None: ...
+
+
+class LocalConnection:
+    """``async with broker.local_connection() as link``: the same calls as MqttConnection."""
+
+    def __init__(self, broker: LocalBroker, address: str) -> None:
+        self._broker = broker
+        self.address = address
+        self._filters: list[str] = []
+        self._incoming: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        self._outgoing: asyncio.Queue[tuple[str, bytes, int, bool]] = asyncio.Queue()
+        self._sender: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Self:
+        self._broker.attach(self)
+        self._sender = asyncio.create_task(self._send_loop(), name="local-link-sender")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._broker.detach(self)
+        if self._sender is not None:
+            await self._outgoing.join()  # what was published before closing still goes out
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
+
+    def wants(self, topic: str) -> bool:
+        return any(self._broker.matches(topic, f) for f in self._filters)
+
+    def deliver(self, topic: str, payload: bytes) -> None:
+        self._incoming.put_nowait((topic, payload))
+
+    async def subscribe(self, filters: Sequence[str], qos: int = 1) -> None:
+        del qos  # in-process delivery cannot be lost
+        self._filters.extend(f for f in filters if f not in self._filters)
+
+    def publish_nowait(
+        self, topic: str, payload: bytes, qos: int = 1, retain: bool = False
+    ) -> None:
+        self._outgoing.put_nowait((topic, payload, qos, retain))
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        self.publish_nowait(topic, payload, qos, retain)
+
+    async def messages(self) -> AsyncIterator[tuple[str, bytes]]:
+        while True:
+            yield await self._incoming.get()
+
+    async def _send_loop(self) -> None:
+        while True:
+            topic, payload, qos, retain = await self._outgoing.get()
+            try:
+                if retain:
+                    await self._broker.retain(topic, payload, qos)
+                if payload or not retain:  # an empty retained message only clears
+                    await self._broker.broadcast(topic, payload, qos)
+            except Exception:
+                log.exception("local publish to %s failed", topic)
+            finally:
+                self._outgoing.task_done()

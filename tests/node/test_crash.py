@@ -1,0 +1,67 @@
+"""A node killed with SIGKILL while it confirms a burst of updates comes back with every
+confirmed value, and the database passes PRAGMA integrity_check."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import orjson
+import pytest
+
+from edgetwin.wire import topics
+from tests.support import NodeProcess, Paho, thermostat, unique, write_manifests
+
+DEVICES = 5
+UPDATES = 2000
+KILL_AFTER = 400
+
+
+@pytest.mark.parametrize("broker_kind", ["amqtt", "mosquitto"])
+async def test_sigkill_keeps_every_confirmed_update(
+    tmp_path: Path, broker_kind: str, request: pytest.FixtureRequest
+) -> None:
+    names = [unique("dev") for _ in range(DEVICES)]
+    manifests = write_manifests(tmp_path / "manifests", [thermostat(n) for n in names])
+    external = request.getfixturevalue("mosquitto_port") if broker_kind == "mosquitto" else None
+    node = NodeProcess(
+        tmp_path / "data", node=unique("node"), external_port=external, manifests=manifests
+    )
+    confirmed: dict[str, int] = {}
+    with node:
+        async with Paho(node.port) as client:
+            await client.subscribe("$hw/events/device/+/+/twin/update/result")
+            for i in range(UPDATES):
+                device = f"default/{names[i % DEVICES]}"
+                client.publish(
+                    topics.twin_update_topic(device),
+                    {"event_id": f"{device}|{i}", "twin": {"count": {"actual": {"value": str(i)}}}},
+                )
+            for _ in range(KILL_AFTER):
+                _topic, payload, _ = await asyncio.wait_for(client.messages.get(), 30)
+                result = orjson.loads(payload)
+                assert "code" not in result, result
+                device, i = result["event_id"].split("|")
+                confirmed[device] = max(confirmed.get(device, -1), int(i))
+            node.kill()  # right after results were published, updates still in flight
+
+    with sqlite3.connect(tmp_path / "data" / "edgetwin.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        stored = dict(
+            db.execute(
+                "SELECT device, CAST(reported AS INTEGER) FROM twins "
+                "WHERE property = 'count' AND reported IS NOT NULL"
+            )
+        )
+    for device, i in confirmed.items():
+        assert stored[device] >= i, (device, stored[device], i)
+
+    with NodeProcess(tmp_path / "data", node=node.node, external_port=external) as again:
+        async with Paho(again.port) as client:
+            for device, i in confirmed.items():
+                get = topics.twin_get_topic(device)
+                await client.subscribe(f"{get}/result")
+                got = await client.request(get, {"event_id": "g"})
+                assert int(got["twin"]["count"]["actual"]["value"]) >= i
+        assert again.stop() == 0

@@ -1,0 +1,306 @@
+"""Test helpers: free ports, a real mosquitto, a paho client awaited from asyncio, manifests."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import re
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Self
+
+import orjson
+import paho.mqtt.client as paho
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edgetwin.wire.resources import Device, DeviceModel
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def mosquitto_binary() -> str:
+    found = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not Path(found).exists():
+        raise RuntimeError("mosquitto is not installed: run scripts/test, which installs it")
+    return found
+
+
+@contextlib.contextmanager
+def mosquitto(workdir: Path) -> Iterator[int]:
+    """A real mosquitto on a free loopback port; yields the port once it is listening."""
+    port = free_port()
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\n"
+        "allow_anonymous true\n"
+        "set_tcp_nodelay true\n"
+        "max_queued_messages 100000\n"
+        "max_inflight_messages 1000\n"
+        "persistence false\n"
+        "log_dest stderr\n"
+        "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
+    )
+    proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stderr=subprocess.PIPE)
+    try:
+        wait_for_line(proc, re.compile(r"running|Opening ipv4 listen socket"), 10.0)
+        drain(proc)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(5)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+def wait_for_line(proc: subprocess.Popen[bytes], pattern: re.Pattern[str], timeout: float) -> str:
+    """Read the process's stderr until a line matches; what was read is shown on failure."""
+    assert proc.stderr is not None
+    fd = proc.stderr.fileno()
+    buffer = b""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if not sel.select(max(0.0, deadline - time.monotonic())):
+                break
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            buffer += chunk
+            for line in buffer.decode(errors="replace").splitlines():
+                if pattern.search(line):
+                    return line
+    raise RuntimeError(f"no line matching {pattern.pattern!r}; got: {buffer.decode()[-2000:]}")
+
+
+def drain(proc: subprocess.Popen[bytes]) -> None:
+    """Keep reading a child's stderr so a full pipe never stalls it."""
+    stream = proc.stderr
+    assert stream is not None
+    threading.Thread(target=lambda: collections.deque(stream, maxlen=0), daemon=True).start()
+
+
+class Paho:
+    """A paho-mqtt client (not our adapter) whose messages are awaited from asyncio."""
+
+    def __init__(self, port: int, client_id: str | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.port = port
+        self.messages: asyncio.Queue[tuple[str, bytes, bool]] = asyncio.Queue()
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id or f"paho-{uuid.uuid4().hex[:8]}"
+        )
+        self.client.on_message = self._on_message
+        self._connected = asyncio.Event()
+        self.client.on_connect = lambda *_: self.loop.call_soon_threadsafe(self._connected.set)
+
+    def _on_message(self, _client: Any, _userdata: Any, message: paho.MQTTMessage) -> None:
+        item = (message.topic, bytes(message.payload), bool(message.retain))
+        self.loop.call_soon_threadsafe(self.messages.put_nowait, item)
+
+    async def __aenter__(self) -> Self:
+        self.client.connect("127.0.0.1", self.port)
+        self.client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.client.loop_start()
+        await asyncio.wait_for(self._connected.wait(), 10)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.client.disconnect()
+        await asyncio.to_thread(self.client.loop_stop)
+
+    async def subscribe(self, *filters: str) -> None:
+        done = asyncio.Event()
+        self.client.on_subscribe = lambda *_: self.loop.call_soon_threadsafe(done.set)
+        self.client.subscribe([(f, 1) for f in filters])
+        await asyncio.wait_for(done.wait(), 10)
+
+    def publish(self, topic: str, body: dict[str, Any] | bytes, retain: bool = False) -> None:
+        payload = body if isinstance(body, bytes) else orjson.dumps(body)
+        self.client.publish(topic, payload, qos=1, retain=retain)
+
+    async def next(self, topic: str, timeout: float = 10.0) -> dict[str, Any]:
+        """The next message on exactly this topic (others on the way are dropped)."""
+        while True:
+            got_topic, payload, _ = await asyncio.wait_for(self.messages.get(), timeout)
+            if got_topic == topic:
+                return dict(orjson.loads(payload)) if payload else {}
+
+    async def request(self, topic: str, body: dict[str, Any] | bytes) -> dict[str, Any]:
+        """Publish to topic and wait for ``topic/result`` (subscribe first)."""
+        self.publish(topic, body)
+        return await self.next(f"{topic}/result")
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def thermostat_model(namespace: str = "default", name: str = "thermostat") -> DeviceModel:
+    return DeviceModel.model_validate(
+        {
+            "apiVersion": "devices.kubeedge.io/v1beta1",
+            "kind": "DeviceModel",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "protocol": "modbus",
+                "protocolConfigData": {"slaveID": 1},
+                "properties": [
+                    {
+                        "name": "target",
+                        "type": "FLOAT",
+                        "accessMode": "ReadWrite",
+                        "minimum": "5",
+                        "maximum": "35",
+                        "visitors": {
+                            "protocolName": "modbus",
+                            "configData": {"register": "HoldingRegister", "offset": 0},
+                        },
+                    },
+                    {
+                        "name": "current",
+                        "type": "FLOAT",
+                        "accessMode": "ReadOnly",
+                        "minimum": "-40",
+                        "maximum": "85",
+                    },
+                    {"name": "count", "type": "INT", "minimum": "0", "maximum": "1000000"},
+                    {"name": "enabled", "type": "BOOLEAN"},
+                    {"name": "label", "type": "STRING"},
+                    {"name": "blob", "type": "BYTES"},
+                ],
+            },
+        }
+    )
+
+
+def thermostat(
+    name: str,
+    namespace: str = "default",
+    model: str = "thermostat",
+    node: str | None = None,
+    desired: dict[str, str] | None = None,
+) -> Device:
+    properties: list[dict[str, Any]] = [
+        {"name": p, **({"desired": {"value": desired[p]}} if desired and p in desired else {})}
+        for p in ("target", "current", "count", "enabled", "label", "blob")
+    ]
+    properties[0]["visitors"] = {"protocolName": "modbus", "configData": {"offset": 7}}
+    spec: dict[str, Any] = {
+        "deviceModelRef": {"name": model},
+        "protocol": {"protocolName": "modbus", "configData": {"ip": "127.0.0.1", "port": 502}},
+        "properties": properties,
+    }
+    if node:
+        spec["nodeName"] = node
+    return Device.model_validate(
+        {
+            "apiVersion": "devices.kubeedge.io/v1beta1",
+            "kind": "Device",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec,
+        }
+    )
+
+
+def env_without_edgetwin() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("EDGETWIN_")}
+
+
+EDGETWIN = [sys.executable, "-m", "edgetwin"]
+
+
+class NodeProcess:
+    """``edgetwin run`` as a child process on a free port; started once it logs 'ready'."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        node: str,
+        port: int | None = None,
+        external_port: int | None = None,
+        manifests: Path | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.node = node
+        self.port = external_port or port or free_port()
+        self.args = [
+            *EDGETWIN,
+            "run",
+            "--node",
+            node,
+            "--data-dir",
+            str(data_dir),
+            "--broker",
+            f"127.0.0.1:{self.port}",
+        ]
+        if external_port:
+            self.args.append("--external-broker")
+        if manifests:
+            self.args += ["--manifests", str(manifests)]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> NodeProcess:
+        self.proc = subprocess.Popen(self.args, stderr=subprocess.PIPE, env=env_without_edgetwin())
+        wait_for_line(self.proc, re.compile(r"node \S+ ready"), 30.0)
+        drain(self.proc)
+        return self
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self._close()
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        code = self.proc.wait(20)
+        self._close()
+        return code
+
+    def _close(self) -> None:
+        if self.proc is not None and self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.kill()
+
+
+def run_cli(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*EDGETWIN, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env_without_edgetwin(),
+        check=False,
+    )
+
+
+def write_manifests(folder: Path, devices: list[Device], model: DeviceModel | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    documents = [(model or thermostat_model()).to_document(), *(d.to_document() for d in devices)]
+    (folder / "devices.yaml").write_text(yaml.safe_dump_all(documents))
+    return folder

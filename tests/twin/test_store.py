@@ -1,0 +1,89 @@
+"""The SQLite store: migrations, group commit, and what a failed commit leaves behind."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from edgetwin.errors import StoreError
+from edgetwin.twin.store import StateRow, Store, TwinRow, WriteBatch
+from edgetwin.twin.store.schema import SCHEMA_VERSION
+
+
+def _twin(device: str, prop: str, value: str, version: int) -> WriteBatch:
+    batch = WriteBatch()
+    batch.add_twin(TwinRow(device, prop, None, 0, 0, value, 1, version))
+    return batch
+
+
+async def test_fresh_store_is_migrated_and_reopens(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    async with Store(path):
+        pass
+    async with Store(path) as store:
+        snapshot = await store.load()
+    assert (snapshot.models, snapshot.devices, snapshot.twins) == ({}, {}, [])
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"models", "devices", "twins", "outbox"} <= tables
+
+
+async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version = 99")
+    with pytest.raises(StoreError, match="schema version 99, newer"):
+        async with Store(path):
+            pass
+
+
+async def test_group_commit_writes_a_burst_in_few_transactions(tmp_path: Path) -> None:
+    async with Store(tmp_path / "t.db") as store:
+        futures = [store.submit(_twin(f"ns/d{i % 10}", "p", str(i), i)) for i in range(500)]
+        await asyncio.gather(*futures)
+        assert store.commits < 50
+        snapshot = await store.load()
+    latest = {row.device: row.reported for row in snapshot.twins}
+    assert latest == {f"ns/d{i}": str(490 + i) for i in range(10)}
+
+
+async def test_device_delete_removes_its_twins(tmp_path: Path) -> None:
+    async with Store(tmp_path / "t.db") as store:
+        batch = _twin("ns/a", "p", "1", 1)
+        batch.devices["ns/a"] = b"{}"
+        batch.states["ns/a"] = StateRow("ns/a", "online", 5)
+        await store.write(batch)
+        gone = WriteBatch(devices={"ns/a": None})
+        await store.write(gone)
+        snapshot = await store.load()
+    assert snapshot.devices == {}
+    assert snapshot.twins == []
+
+
+async def test_a_full_disk_fails_the_group_and_what_waits_behind_it(tmp_path: Path) -> None:
+    async with Store(tmp_path / "t.db") as store:
+        await store.write(_twin("ns/a", "p", "small", 1))
+        async with store.db.execute("PRAGMA page_count") as cursor:
+            (pages,) = await cursor.fetchone()
+        await store.db.execute(f"PRAGMA max_page_count = {pages}")  # SQLite's own size limit
+        big = "x" * 200_000
+        first = store.submit(_twin("ns/a", "p", big, 2))
+        second = store.submit(_twin("ns/b", "p", "tiny", 1))
+        results = await asyncio.gather(first, second, return_exceptions=True)
+        assert all(isinstance(r, StoreError) for r in results), results
+        assert "full" in str(results[0])
+        assert store.take_failed_devices() == {"ns/a", "ns/b"}
+        snapshot = await store.load()
+        assert [(r.device, r.reported) for r in snapshot.twins] == [("ns/a", "small")]
+
+        await store.db.execute("PRAGMA max_page_count = 1073741823")  # space is back
+        await store.write(_twin("ns/a", "p", big, 2))
+        snapshot = await store.load()
+    assert [(r.device, r.reported) for r in snapshot.twins] == [("ns/a", big)]
+    with sqlite3.connect(tmp_path / "t.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
