@@ -15,7 +15,6 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 from edgetwin.broker import EmbeddedBroker
@@ -102,12 +101,7 @@ class Node:
         client_id = f"edgetwin-twin-{self.settings.node.name}"
         return MqttConnection(address, client_id=client_id, persistent=True)
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self._stack.aclose()
         log.info("node %s stopped", self.settings.node.name)
 

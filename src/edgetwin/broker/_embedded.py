@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import errno
 import logging
-from types import TracebackType
 from typing import Any, Self
 
 from amqtt.broker import Broker
@@ -148,12 +147,7 @@ class EmbeddedBroker:
             raise BrokerStartError("the embedded broker is not running")
         return LocalConnection(self._broker, f"{self.host}:{self.port} (in-process)")
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         broker, self._broker = self._broker, None
         if broker is not None:
             await broker.shutdown()

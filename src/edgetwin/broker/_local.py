@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
-from types import TracebackType
 from typing import Protocol, Self
 
 log = logging.getLogger(__name__)
@@ -45,12 +44,7 @@ class LocalConnection:
         self._sender = asyncio.create_task(self._send_loop(), name="local-link-sender")
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         self._broker.detach(self)
         if self._sender is not None:
             await self._outgoing.join()  # what was published before closing still goes out

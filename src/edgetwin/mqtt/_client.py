@@ -16,7 +16,6 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 import aiomqtt
@@ -124,16 +123,11 @@ class MqttConnection:
         self._client = client
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         client, self._client = self._client, None
         if client is not None:
             try:
-                await client.__aexit__(exc_type, exc, tb)
+                await client.__aexit__(None, None, None)
             except aiomqtt.MqttError as error:
                 log.debug("disconnect from %s: %s", self.address, error)
 

@@ -20,7 +20,6 @@ import logging
 import random
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
-from types import TracebackType
 from typing import Protocol, Self
 
 from edgetwin.errors import BrokerUnreachableError, EdgetwinError, StoreError
@@ -48,12 +47,7 @@ class TwinLink(Protocol):
     def address(self) -> object: ...
 
     async def __aenter__(self) -> Self: ...
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
+    async def __aexit__(self, *exc_info: object) -> None: ...
     async def subscribe(self, filters: Sequence[str], qos: int = 1) -> None: ...
     def publish_nowait(
         self, topic: str, payload: bytes, qos: int = 1, retain: bool = False
@@ -101,12 +95,7 @@ class TwinService:
             task.add_done_callback(_log_crash)
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         serve, publish = self._tasks
         serve.cancel()
         with contextlib.suppress(asyncio.CancelledError):

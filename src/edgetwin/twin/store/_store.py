@@ -15,7 +15,6 @@ import contextlib
 import logging
 import sqlite3
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import aiosqlite
@@ -69,12 +68,7 @@ class Store:
         self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         if self._writer is not None:
             await self.flush()
             self._writer.cancel()
