@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 import orjson
+from tests.support import NodeProcess, Paho, mosquitto, thermostat, write_manifests
 
 from edgetwin.wire import topics
-from tests.support import NodeProcess, Paho, mosquitto, thermostat, write_manifests
 
 DEVICES = 1000
 
@@ -36,8 +36,9 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def _pump(client: Paho, messages: list[tuple[str, bytes]], done_topic_prefix: str,
-                window: int) -> float:
+async def _pump(
+    client: Paho, messages: list[tuple[str, bytes]], done_topic_prefix: str, window: int
+) -> float:
     """Publish with at most ``window`` unanswered; seconds until all are answered."""
     sent = received = 0
     started = time.perf_counter()
@@ -54,11 +55,17 @@ async def _pump(client: Paho, messages: list[tuple[str, bytes]], done_topic_pref
 async def measure(port: int, count: int, window: int) -> tuple[float, float]:
     async with Paho(port) as client:
         await client.subscribe("bench/raw/#", "$hw/events/device/+/+/twin/update/result")
-        raw = [(f"bench/raw/{i % 10}", b'{"twin": {"count": {"actual": {"value": "1"}}}}')
-               for i in range(count)]
+        raw = [
+            (f"bench/raw/{i % 10}", b'{"twin": {"count": {"actual": {"value": "1"}}}}')
+            for i in range(count)
+        ]
         twin = [
-            (topics.twin_update_topic(f"default/d{i % DEVICES}"),
-             orjson.dumps({"event_id": str(i), "twin": {"count": {"actual": {"value": str(i)}}}}))
+            (
+                topics.twin_update_topic(f"default/d{i % DEVICES}"),
+                orjson.dumps(
+                    {"event_id": str(i), "twin": {"count": {"actual": {"value": str(i)}}}}
+                ),
+            )
             for i in range(count)
         ]
         await _pump(client, raw[: count // 10], "bench/raw/", window)  # warm up
@@ -76,10 +83,13 @@ async def wait_for_specs(port: int) -> None:
             await asyncio.wait_for(client.messages.get(), 30)
 
 
-async def run_one(kind: str, work: Path, count: int, window: int, mqtt_port: int | None) -> dict[str, float]:
+async def run_one(
+    kind: str, work: Path, count: int, window: int, mqtt_port: int | None
+) -> dict[str, float]:
     manifests = write_manifests(work / f"m-{kind}", [thermostat(f"d{i}") for i in range(DEVICES)])
-    node = NodeProcess(work / f"data-{kind}", node=f"bench-{kind}", external_port=mqtt_port,
-                       manifests=manifests)
+    node = NodeProcess(
+        work / f"data-{kind}", node=f"bench-{kind}", external_port=mqtt_port, manifests=manifests
+    )
     with node:
         assert node.proc is not None
         await wait_for_specs(node.port)
@@ -101,11 +111,16 @@ async def main() -> None:
         port = stack.enter_context(mosquitto(work))
         results["mosquitto"] = await run_one("mosquitto", work, args.messages, args.window, port)
     print(f"{args.messages} messages, window {args.window}, {DEVICES} devices, client paho\n")
-    print("| broker | raw pass-through msg/s | twin updates/s | twin / raw | node RSS idle MB | after run MB |")
+    print(
+        "| broker | raw pass-through msg/s | twin updates/s | twin / raw "
+        "| node RSS idle MB | after run MB |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name, r in results.items():
-        print(f"| {name} | {r['raw']:,.0f} | {r['twin']:,.0f} | {r['ratio']:.2f} | "
-              f"{r['rss_idle']:.1f} | {r['rss_after']:.1f} |")
+        print(
+            f"| {name} | {r['raw']:,.0f} | {r['twin']:,.0f} | {r['ratio']:.2f} | "
+            f"{r['rss_idle']:.1f} | {r['rss_after']:.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from edgetwin.errors import StoreError
-from edgetwin.twin.store import StateRow, Store, TwinRow, WriteBatch
+from edgetwin.twin.store import DeviceRow, StateRow, Store, TwinRow, WriteBatch
 from edgetwin.twin.store.schema import SCHEMA_VERSION
 
 
@@ -48,14 +48,14 @@ async def test_group_commit_writes_a_burst_in_few_transactions(tmp_path: Path) -
         await asyncio.gather(*futures)
         assert store.commits < 50
         snapshot = await store.load()
-    latest = {row.device: row.reported for row in snapshot.twins}
+    latest = {TwinRow(*row).device: TwinRow(*row).reported for row in snapshot.twins}
     assert latest == {f"ns/d{i}": str(490 + i) for i in range(10)}
 
 
 async def test_device_delete_removes_its_twins(tmp_path: Path) -> None:
     async with Store(tmp_path / "t.db") as store:
         batch = _twin("ns/a", "p", "1", 1)
-        batch.devices["ns/a"] = b"{}"
+        batch.devices["ns/a"] = DeviceRow(b"{}", "spec/topic", b"{}")
         batch.states["ns/a"] = StateRow("ns/a", "online", 5)
         await store.write(batch)
         gone = WriteBatch(devices={"ns/a": None})
@@ -79,11 +79,11 @@ async def test_a_full_disk_fails_the_group_and_what_waits_behind_it(tmp_path: Pa
         assert "full" in str(results[0])
         assert store.take_failed_devices() == {"ns/a", "ns/b"}
         snapshot = await store.load()
-        assert [(r.device, r.reported) for r in snapshot.twins] == [("ns/a", "small")]
+        assert [(r[0], r[5]) for r in snapshot.twins] == [("ns/a", "small")]
 
         await store.db.execute("PRAGMA max_page_count = 1073741823")  # space is back
         await store.write(_twin("ns/a", "p", big, 2))
         snapshot = await store.load()
-    assert [(r.device, r.reported) for r in snapshot.twins] == [("ns/a", big)]
+    assert [(r[0], r[5]) for r in snapshot.twins] == [("ns/a", big)]
     with sqlite3.connect(tmp_path / "t.db") as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from edgetwin.config import TwinSettings
 from edgetwin.twin.state import DeviceRecord, DeviceTwin, PropertyTwin
-from edgetwin.twin.store.rows import Snapshot, StateRow, TwinRow, WriteBatch
+from edgetwin.twin.store.rows import DeviceRow, Snapshot, StateRow, TwinRow, WriteBatch
 from edgetwin.twin.values import InvalidValueError, PropertyRule
 from edgetwin.wire import topics
 from edgetwin.wire.messages import (
@@ -83,6 +83,7 @@ class TwinEngine:
         self.devices: dict[str, DeviceTwin] = {}
         self.models: dict[str, DeviceModel] = {}
         self._specs: dict[str, tuple[str, bytes]] = {}  # device -> (spec topic, payload)
+        self._rules: dict[str, dict[str, PropertyRule]] = {}  # model -> its compiled rules
         self.rejected: Counter[int] = Counter()
         """Rejected requests by error code, for the metrics."""
 
@@ -91,26 +92,22 @@ class TwinEngine:
     def restore(self, snapshot: Snapshot) -> None:
         """Load the store's contents; no rows or messages come of it."""
         for key, body in snapshot.models.items():
-            self.models[key] = DeviceModel.model_validate_json(body)
-        for device_id, (body, state, last_online) in snapshot.devices.items():
-            record = DeviceRecord.from_device(Device.model_validate_json(body), body)
-            twin = DeviceTwin(record, state=state)
-            twin.last_online = last_online
+            model = DeviceModel.model_validate_json(body)
+            self.models[key] = model
+            self._rules[key] = _compile(model)
+        stored_twins: dict[str, dict[str, PropertyTwin]] = {}
+        for device, name, desired, d_ts, d_version, reported, r_ts, r_version in snapshot.twins:
+            stored_twins.setdefault(device, {})[name] = PropertyTwin(
+                desired, d_ts, d_version, reported, r_ts, r_version
+            )
+        for device_id, stored in snapshot.devices.items():
+            twin = DeviceTwin(DeviceRecord.from_json(stored.body), state=stored.state)
+            twin.last_online = stored.last_online
+            twin.twins = stored_twins.get(device_id, {})
             self.devices[device_id] = twin
             self._bind_model(twin)
-        for row in snapshot.twins:
-            owner = self.devices.get(row.device)
-            if owner is not None and row.property in owner.rules:
-                owner.twins[row.property] = PropertyTwin(
-                    row.desired,
-                    row.desired_ts,
-                    row.desired_version,
-                    row.reported,
-                    row.reported_ts,
-                    row.reported_version,
-                )
-        for twin in self.devices.values():
-            self._refresh_spec(twin)
+            if stored.spec_topic and stored.spec:
+                self._specs[device_id] = (stored.spec_topic, stored.spec)
 
     def restore_devices(self, snapshot: Snapshot, device_ids: set[str]) -> None:
         """Replace the named devices' twins with the store's after a failed commit."""
@@ -119,7 +116,7 @@ class TwinEngine:
         partial = Snapshot(
             models={},
             devices={k: v for k, v in snapshot.devices.items() if k in device_ids},
-            twins=[row for row in snapshot.twins if row.device in device_ids],
+            twins=[row for row in snapshot.twins if row[0] in device_ids],
         )
         self.restore(partial)
 
@@ -307,13 +304,13 @@ class TwinEngine:
     def apply_model(self, model: DeviceModel) -> Outcome:
         """Add or replace a DeviceModel; its devices' twins follow it."""
         outcome = Outcome()
-        for prop in model.spec.properties:
-            try:
-                PropertyRule.from_model(prop)
-            except ValueError as exc:
-                outcome.errors.append(f"DeviceModel {model.key}: {exc}")
-                return outcome
+        try:
+            rules = _compile(model)
+        except ValueError as exc:
+            outcome.errors.append(f"DeviceModel {model.key}: {exc}")
+            return outcome
         self.models[model.key] = model
+        self._rules[model.key] = rules
         outcome.batch.models[model.key] = model.model_dump_json(by_alias=True).encode()
         for twin in self.devices.values():
             if twin.device.model_key == model.key:
@@ -337,7 +334,6 @@ class TwinEngine:
         twin.device = record
         self.devices[device.id] = twin
         outcome = Outcome()
-        outcome.batch.devices[device.id] = record.body
         if existing is None:
             outcome.batch.states[device.id] = StateRow(device.id, twin.state, twin.last_online)
             outcome.added.append(self._member(twin))
@@ -367,7 +363,7 @@ class TwinEngine:
                 return f"{where}.name: model {model.metadata.name} has no property {prop.name!r}"
             if prop.desired is None or prop.desired.value == "":
                 continue
-            rule = PropertyRule.from_model(model_prop)
+            rule = self._rules[model.key][prop.name]
             if rule.read_only:
                 return f"{where}.desired: property {prop.name} is ReadOnly"
             try:
@@ -378,16 +374,16 @@ class TwinEngine:
 
     def _bind_model(self, twin: DeviceTwin) -> None:
         """Point a device at its model and rebuild its rules; twins of dropped properties go."""
-        model = self.models.get(twin.device.model_key or "")
-        twin.model = model
-        rules: dict[str, PropertyRule] = {}
-        if model is not None:
-            wanted = twin.device.property_names
-            for prop in model.spec.properties:
-                if not wanted or prop.name in wanted:
-                    rules[prop.name] = PropertyRule.from_model(prop)
-        twin.rules = rules
-        twin.twins = {name: twin.twins.get(name) or PropertyTwin() for name in rules}
+        key = twin.device.model_key or ""
+        twin.model = self.models.get(key)
+        rules = self._rules.get(key, {})
+        wanted = twin.device.property_names
+        if wanted and not wanted.issuperset(rules):
+            rules = {n: r for n, r in rules.items() if n in wanted}
+        twin.rules = rules  # shared with the model's other devices when they use all of it
+        twins = twin.twins
+        if twins.keys() != rules.keys():
+            twin.twins = {name: twins.get(name) or PropertyTwin() for name in rules}
 
     def _resync(self, twin: DeviceTwin, previous: DeviceRecord | None) -> Outcome:
         """Rebuild a device's rules and spec, and take desired values its spec changed."""
@@ -410,6 +406,7 @@ class TwinEngine:
         spec = self._refresh_spec(twin)
         if spec is not None:
             outcome.publications.extend(spec)
+        outcome.batch.devices[twin.id] = DeviceRow(twin.device.body, *self._specs.get(twin.id, ()))
         delta = twin.delta()
         if delta and changed_desired:
             outcome.publications.append(self._delta_publication(twin, "", delta))
@@ -509,3 +506,8 @@ def _versioned(twin: PropertyTwin) -> dict[str, Any]:
     if "actual" in sides:
         sides["actual"]["version"] = twin.reported_version
     return sides
+
+
+def _compile(model: DeviceModel) -> dict[str, PropertyRule]:
+    """A model's property rules; ValueError if a bound is not a number."""
+    return {prop.name: PropertyRule.from_model(prop) for prop in model.spec.properties}

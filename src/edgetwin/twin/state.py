@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import orjson
+
 from edgetwin.twin.values import PropertyRule
 from edgetwin.wire.resources import Device, DeviceModel
 
@@ -30,23 +32,32 @@ class DeviceRecord:
     body: bytes
 
     @classmethod
-    def from_device(cls, device: Device, body: bytes | None = None) -> DeviceRecord:
-        spec = device.spec
+    def from_device(cls, device: Device) -> DeviceRecord:
+        return cls.from_json(device.model_dump_json(by_alias=True).encode())
+
+    @classmethod
+    def from_json(cls, body: bytes) -> DeviceRecord:
+        """From a body the twin wrote (already validated), without parsing it into models."""
+        data = orjson.loads(body)
+        meta, spec = data["metadata"], data.get("spec") or {}
+        namespace, name = meta.get("namespace") or "default", meta["name"]
+        model_name = (spec.get("deviceModelRef") or {}).get("name")
+        properties = spec.get("properties") or []
         return cls(
-            id=device.id,
-            namespace=device.metadata.namespace,
-            name=device.metadata.name,
-            model_name=device.model_name,
-            model_key=device.model_key,
-            own_protocol=spec.protocol.protocol_name if spec.protocol else None,
-            node_name=spec.node_name,
-            property_names=frozenset(p.name for p in spec.properties),
+            id=f"{namespace}/{name}",
+            namespace=namespace,
+            name=name,
+            model_name=model_name,
+            model_key=f"{namespace}/{model_name}" if model_name else None,
+            own_protocol=(spec.get("protocol") or {}).get("protocolName"),
+            node_name=spec.get("nodeName"),
+            property_names=frozenset(p["name"] for p in properties),
             desired=tuple(
-                (p.name, p.desired.value)
-                for p in spec.properties
-                if p.desired is not None and p.desired.value != ""
+                (p["name"], p["desired"]["value"])
+                for p in properties
+                if (p.get("desired") or {}).get("value")
             ),
-            body=body if body is not None else device.model_dump_json(by_alias=True).encode(),
+            body=body,
         )
 
     def device(self) -> Device:

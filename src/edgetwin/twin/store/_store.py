@@ -14,21 +14,22 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
 
 import aiosqlite
 
 from edgetwin.errors import StoreError
-from edgetwin.twin.store.rows import Snapshot, TwinRow, WriteBatch
+from edgetwin.twin.store.rows import Snapshot, StoredDevice, WriteBatch
 from edgetwin.twin.store.schema import MIGRATIONS, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 
 _UPSERT_TWIN = "INSERT OR REPLACE INTO twins VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 _UPSERT_DEVICE = (
-    "INSERT INTO devices (id, body) VALUES (?, ?)"
-    " ON CONFLICT (id) DO UPDATE SET body = excluded.body"
+    "INSERT INTO devices (id, body, spec_topic, spec) VALUES (?, ?, ?, ?) ON CONFLICT (id)"
+    " DO UPDATE SET body = excluded.body, spec_topic = excluded.spec_topic, spec = excluded.spec"
 )
 _UPSERT_MODEL = "INSERT OR REPLACE INTO models (id, body) VALUES (?, ?)"
 _UPDATE_STATE = "UPDATE devices SET state = ?, last_online = ? WHERE id = ?"
@@ -109,10 +110,12 @@ class Store:
         """Everything in the store (start-up, and recovery after a failed commit)."""
         models = {k: bytes(v) for k, v in await self._all("SELECT id, body FROM models")}
         devices = {
-            row[0]: (bytes(row[1]), str(row[2]), row[3])
-            for row in await self._all("SELECT id, body, state, last_online FROM devices")
+            row[0]: StoredDevice(*row[1:])
+            for row in await self._all(
+                "SELECT id, body, state, last_online, spec_topic, spec FROM devices"
+            )
         }
-        twins = [TwinRow(*row) for row in await self._all("SELECT * FROM twins")]
+        twins = await self._all("SELECT * FROM twins")
         return Snapshot(models, devices, twins)
 
     async def _all(self, sql: str) -> list[Any]:
@@ -206,9 +209,11 @@ class Store:
             raise
 
     async def _upsert_or_delete(
-        self, rows: dict[str, bytes | None], upsert: str, table: str
+        self, rows: Mapping[str, bytes | tuple[object, ...] | None], upsert: str, table: str
     ) -> None:
-        keep = [(k, v) for k, v in rows.items() if v is not None]
+        keep = [
+            (k, *v) if isinstance(v, tuple) else (k, v) for k, v in rows.items() if v is not None
+        ]
         gone = [(k,) for k, v in rows.items() if v is None]
         if keep:
             await self.db.executemany(upsert, keep)

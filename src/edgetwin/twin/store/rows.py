@@ -17,6 +17,22 @@ class TwinRow(NamedTuple):
     reported_version: int
 
 
+class DeviceRow(NamedTuple):
+    """A Device's JSON, and its merged spec with the topic it is retained on (if it has one)."""
+
+    body: bytes
+    spec_topic: str | None = None
+    spec: bytes | None = None
+
+
+class StoredDevice(NamedTuple):
+    body: bytes
+    state: str
+    last_online: int | None
+    spec_topic: str | None
+    spec: bytes | None
+
+
 class StateRow(NamedTuple):
     device: str
     state: str
@@ -27,13 +43,13 @@ class StateRow(NamedTuple):
 class WriteBatch:
     """Rows to write together; merging keeps the latest row per key.
 
-    ``devices`` and ``models`` map an id to its JSON body, or to None to delete
-    it (a deleted device takes its twin rows with it).
+    ``devices`` and ``models`` map an id to its row, or to None to delete it (a
+    deleted device takes its twin rows with it).
     """
 
     twins: dict[tuple[str, str], TwinRow] = field(default_factory=dict)
     states: dict[str, StateRow] = field(default_factory=dict)
-    devices: dict[str, bytes | None] = field(default_factory=dict)
+    devices: dict[str, DeviceRow | None] = field(default_factory=dict)
     models: dict[str, bytes | None] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
@@ -59,10 +75,14 @@ class WriteBatch:
         return {key[0] for key in self.twins} | set(self.states) | set(self.devices)
 
 
+# A twin row as sqlite returns it, in TwinRow's column order (no wrapping: 100k rows at start).
+StoredTwin = tuple[str, str, str | None, int, int, str | None, int, int]
+
+
 @dataclass(slots=True)
 class Snapshot:
     """Everything the store holds, as loaded at start."""
 
     models: dict[str, bytes]
-    devices: dict[str, tuple[bytes, str, int | None]]
-    twins: list[TwinRow]
+    devices: dict[str, StoredDevice]
+    twins: list[StoredTwin]

@@ -37,6 +37,11 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (device, field)
     ) WITHOUT ROWID;
     """,
+    # 2: each device's merged spec for the mappers, kept so start-up need not rebuild it.
+    """
+    ALTER TABLE devices ADD COLUMN spec_topic TEXT;
+    ALTER TABLE devices ADD COLUMN spec BLOB;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
