@@ -2,17 +2,19 @@
 
 Every field has a default, so ``edgetwin run`` with no file runs a standalone
 node. Environment variables override the file: ``EDGETWIN_<SECTION>__<FIELD>``,
-for example ``EDGETWIN_BROKER__PORT=1884``.
+for example ``EDGETWIN_BROKER__PORT=1884``; command-line flags override both.
 """
 
 from __future__ import annotations
 
 import socket
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from edgetwin.errors import ConfigError
@@ -119,9 +121,23 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The environment wins over the file, which comes in as init arguments.
-        del dotenv_settings, file_secret_settings, settings_cls
-        return env_settings, init_settings
+        # Flags (init arguments) over the environment over the YAML file.
+        del dotenv_settings, file_secret_settings
+        return init_settings, env_settings, _FileSource(settings_cls)
+
+
+_FILE_DATA: ContextVar[dict[str, Any] | None] = ContextVar("edgetwin_config_file", default=None)
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The YAML file's contents, lowest of the sources; set by :func:`load_settings`."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        del field
+        return (_FILE_DATA.get() or {}).get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_FILE_DATA.get() or {})
 
 
 def load_settings(path: Path | None = None, **overrides: object) -> Settings:
@@ -137,23 +153,13 @@ def load_settings(path: Path | None = None, **overrides: object) -> Settings:
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of sections")
         data = loaded or {}
+    token = _FILE_DATA.set(data)
     try:
-        settings = Settings(**data)
-        if overrides:
-            merged = settings.model_dump()
-            _deep_update(merged, overrides)
-            settings = Settings.model_validate(merged)
+        return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise ConfigError(f"invalid configuration: {_first_error(exc)}") from None
-    return settings
-
-
-def _deep_update(target: dict[str, Any], changes: dict[str, object]) -> None:
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(target.get(key), dict):
-            _deep_update(target[key], value)
-        else:
-            target[key] = value
+    finally:
+        _FILE_DATA.reset(token)
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -10,7 +10,7 @@ import pytest
 
 from edgetwin.errors import StoreError
 from edgetwin.twin.store import DeviceRow, StateRow, Store, TwinRow, WriteBatch
-from edgetwin.twin.store.schema import SCHEMA_VERSION
+from edgetwin.twin.store.schema import MIGRATIONS, SCHEMA_VERSION
 
 
 def _twin(device: str, prop: str, value: str, version: int) -> WriteBatch:
@@ -87,3 +87,16 @@ async def test_a_full_disk_fails_the_group_and_what_waits_behind_it(tmp_path: Pa
     assert [(r[0], r[5]) for r in snapshot.twins] == [("ns/a", big)]
     with sqlite3.connect(tmp_path / "t.db") as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+async def test_an_older_store_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(MIGRATIONS[0])
+        db.execute("INSERT INTO devices (id, body) VALUES ('ns/a', x'7b7d')")
+        db.execute("PRAGMA user_version = 1")
+    async with Store(path) as store:
+        snapshot = await store.load()
+    assert snapshot.devices["ns/a"] == (b"{}", "unknown", None, None, None)
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
