@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import getpass
 import os
 import re
 import selectors
@@ -42,13 +43,18 @@ def mosquitto_binary() -> str:
 
 
 @contextlib.contextmanager
-def mosquitto(workdir: Path) -> Iterator[int]:
-    """A real mosquitto on a free loopback port; yields the port once it is listening."""
+def mosquitto(workdir: Path, listener: str = "allow_anonymous true\n") -> Iterator[int]:
+    """A real mosquitto on a free loopback port; yields the port once it is listening.
+
+    ``listener`` is the rest of the listener's configuration (auth, TLS).
+    """
     port = free_port()
     conf = workdir / "mosquitto.conf"
     conf.write_text(
+        f"user {getpass.getuser()}\n"  # as root it would drop to 'mosquitto', which cannot read tmp
+        "per_listener_settings true\n"
         f"listener {port} 127.0.0.1\n"
-        "allow_anonymous true\n"
+        f"{listener}"
         "set_tcp_nodelay true\n"
         "max_queued_messages 100000\n"
         "max_inflight_messages 1000\n"
