@@ -7,15 +7,14 @@ for example ``EDGETWIN_BROKER__PORT=1884``; command-line flags override both.
 
 from __future__ import annotations
 
+import os
 import socket
-from contextvars import ContextVar
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
-from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from edgetwin.errors import ConfigError
 
@@ -92,12 +91,8 @@ class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
 
 
-class Settings(BaseSettings):
+class Settings(_Section):
     """All of edgetwin's settings."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="EDGETWIN_", env_nested_delimiter="__", extra="forbid"
-    )
 
     node: NodeSettings = Field(default_factory=NodeSettings)
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
@@ -112,36 +107,14 @@ class Settings(BaseSettings):
     def database_path(self) -> Path:
         return self.node.data_dir / self.store.file_name
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Flags (init arguments) over the environment over the YAML file.
-        del dotenv_settings, file_secret_settings
-        return init_settings, env_settings, _FileSource(settings_cls)
+
+ENV_PREFIX = "EDGETWIN_"
 
 
-_FILE_DATA: ContextVar[dict[str, Any] | None] = ContextVar("edgetwin_config_file", default=None)
-
-
-class _FileSource(PydanticBaseSettingsSource):
-    """The YAML file's contents, lowest of the sources; set by :func:`load_settings`."""
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        del field
-        return (_FILE_DATA.get() or {}).get(field_name), field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        return dict(_FILE_DATA.get() or {})
-
-
-def load_settings(path: Path | None = None, **overrides: object) -> Settings:
-    """Read settings from a YAML file (optional), the environment, then explicit overrides."""
+def load_settings(
+    path: Path | None = None, environ: Mapping[str, str] | None = None, **overrides: object
+) -> Settings:
+    """Settings from a YAML file (optional), then the environment, then explicit overrides."""
     data: dict[str, Any] = {}
     if path is not None:
         try:
@@ -153,13 +126,38 @@ def load_settings(path: Path | None = None, **overrides: object) -> Settings:
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of sections")
         data = loaded or {}
-    token = _FILE_DATA.set(data)
+    _merge(data, environment_settings(os.environ if environ is None else environ))
+    _merge(data, overrides)
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"invalid configuration: {_first_error(exc)}") from None
-    finally:
-        _FILE_DATA.reset(token)
+
+
+def environment_settings(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``EDGETWIN_BROKER__PORT=1884`` as ``{"broker": {"port": "1884"}}``."""
+    out: dict[str, Any] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        *sections, name = key[len(ENV_PREFIX) :].lower().split("__")
+        target = out
+        for section in sections:
+            target = target.setdefault(section, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"environment variable {key} sets a key inside a value")
+        target[name] = value
+    return out
+
+
+def _merge(target: dict[str, Any], changes: Mapping[str, object]) -> None:
+    for key, value in changes.items():
+        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        elif isinstance(value, Mapping):
+            target[key] = dict(value)
+        else:
+            target[key] = value
 
 
 def _first_error(exc: ValidationError) -> str:

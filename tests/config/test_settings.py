@@ -75,3 +75,11 @@ def test_bad_files_are_named(tmp_path: Path, text: str, words: str) -> None:
     config.write_text(text)
     with pytest.raises(ConfigError, match=words):
         load_settings(config)
+
+
+def test_environment_mistakes_are_named() -> None:
+    with pytest.raises(ConfigError, match="brokr"):
+        load_settings(environ={"EDGETWIN_BROKR__PORT": "1"})
+    with pytest.raises(ConfigError, match="EDGETWIN_MANIFESTS__X sets a key inside a value"):
+        load_settings(environ={"EDGETWIN_MANIFESTS": "/m", "EDGETWIN_MANIFESTS__X": "1"})
+    assert load_settings(environ={"EDGETWIN_BROKER__EMBEDDED": "false"}).broker.embedded is False
