@@ -311,7 +311,9 @@ class TwinEngine:
             return outcome
         self.models[model.key] = model
         self._rules[model.key] = rules
-        outcome.batch.models[model.key] = model.model_dump_json(by_alias=True).encode()
+        outcome.batch.models[model.key] = model.model_dump_json(
+            by_alias=True, exclude_unset=True
+        ).encode()
         for twin in self.devices.values():
             if twin.device.model_key == model.key:
                 outcome.extend(self._resync(twin, previous=None))
@@ -423,7 +425,10 @@ class TwinEngine:
             except ValidationError as exc:
                 log.warning("device %s has no usable spec: %s", twin.id, exc)
             else:
-                new = (topics.spec_topic(protocol, twin.id), merged.model_dump_json().encode())
+                new = (
+                    topics.spec_topic(protocol, twin.id),
+                    merged.model_dump_json(exclude_none=True).encode(),
+                )
         if new == old:
             return None
         pubs = []

@@ -33,7 +33,7 @@ class DeviceRecord:
 
     @classmethod
     def from_device(cls, device: Device) -> DeviceRecord:
-        return cls.from_json(device.model_dump_json(by_alias=True).encode())
+        return cls.from_json(device.model_dump_json(by_alias=True, exclude_unset=True).encode())
 
     @classmethod
     def from_json(cls, body: bytes) -> DeviceRecord:
