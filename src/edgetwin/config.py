@@ -87,6 +87,28 @@ class TwinSettings(_Section):
     )
 
 
+class CloudSettings(_Section):
+    kubeconfig: Path | None = Field(
+        None, description="Kubeconfig of the cluster; setting it turns the cloud sync on."
+    )
+    in_cluster: bool = Field(
+        default=False, description="Use the pod's service-account credentials instead."
+    )
+    namespaces: list[str] = Field(
+        default_factory=lambda: ["default"], description="Namespaces whose devices to follow."
+    )
+    watch_timeout: int = Field(
+        300, ge=1, description="Seconds a watch request stays open before it is renewed."
+    )
+    retry_max_delay: float = Field(
+        30.0, gt=0, description="Upper bound of the backoff after API errors, seconds."
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.kubeconfig is not None or self.in_cluster
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
 
@@ -98,6 +120,7 @@ class Settings(_Section):
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     twin: TwinSettings = Field(default_factory=TwinSettings)
+    cloud: CloudSettings = Field(default_factory=CloudSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     manifests: Path | None = Field(
         None, description="A folder or file of Device/DeviceModel YAML loaded at start."

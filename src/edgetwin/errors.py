@@ -29,5 +29,9 @@ class StoreError(EdgetwinError):
     """The SQLite store could not be opened, migrated or written."""
 
 
+class CloudError(EdgetwinError):
+    """The Kubernetes API refused a request or could not be reached."""
+
+
 class RequestError(EdgetwinError):
     """A request over the MQTT twin API failed or got no answer."""

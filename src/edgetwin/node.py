@@ -15,13 +15,16 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from edgetwin.broker import EmbeddedBroker
 from edgetwin.config import Settings
 from edgetwin.errors import ManifestError
 from edgetwin.mqtt import BrokerAddress, MqttConnection
 from edgetwin.twin import Store, TwinEngine, TwinLink, TwinService, load_manifests
+
+if TYPE_CHECKING:
+    from edgetwin.cloud import CloudSync
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,7 @@ class Node:
         self._stack = contextlib.AsyncExitStack()
         self.store: Store
         self.service: TwinService
+        self.cloud: CloudSync | None = None
 
     async def __aenter__(self) -> Self:
         settings = self.settings
@@ -78,6 +82,13 @@ class Node:
             )
             if settings.manifests:
                 await self._apply_manifests(settings.manifests)
+            if settings.cloud.enabled:
+                # Imported only here: the kubernetes client costs ~11 MB of memory.
+                from edgetwin.cloud import CloudSync  # noqa: PLC0415
+
+                self.cloud = await stack.enter_async_context(
+                    CloudSync(settings.cloud, settings.node.name, self.service)
+                )
             self._stack = stack.pop_all()
         release_free_memory()
         log.info(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 
 import orjson
@@ -172,3 +174,26 @@ async def test_apply_over_mqtt(node: Node) -> None:
     assert len(result["errors"]) == 1
     assert "metadata.name" in result["errors"][0]
     assert f"default/{name}" in node.engine.devices
+
+
+async def test_a_cancelled_caller_does_not_stop_the_publisher(node: Node) -> None:
+    """Regression: cancelling a task waiting in apply() cancelled the shared commit future:
+    the publishing task died (results stopped, shutdown hung), or the committed change's
+    messages were dropped."""
+    name = unique("dev")
+    caller = asyncio.create_task(node.service.apply([thermostat_model(), thermostat(name)]))
+    await asyncio.sleep(0)  # enqueued, commit pending
+    caller.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await caller
+    device = f"default/{name}"
+    update = topics.twin_update_topic(device)
+    async with Paho(node.broker_port) as client:
+        await client.subscribe(f"{update}/result")
+        result = await client.request(
+            update, {"event_id": "after", "twin": {"count": {"actual": {"value": "1"}}}}
+        )
+    assert result["event_id"] == "after"
+    assert "code" not in result
+    payload, _ = await asyncio.wait_for(_spec_message(node.broker_port, device), 5)
+    assert orjson.loads(payload)["id"] == device

@@ -36,6 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--manifests", type=Path, help="Device/DeviceModel YAML file or folder")
     run.add_argument("--data-dir", type=Path, help="folder for the SQLite file")
     run.add_argument("--external-broker", action="store_true", help="do not embed a broker")
+    run.add_argument("--kubeconfig", type=Path, help="follow this cluster's Devices (cloud sync)")
+    run.add_argument(
+        "--namespace", action="append", help="a namespace to follow (repeatable; default: default)"
+    )
 
     apply = commands.add_parser(
         "apply", parents=[common, client], help="add or update devices/models"
@@ -68,6 +72,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["manifests"] = str(args.manifests)
     if getattr(args, "external_broker", False):
         overrides.setdefault("broker", {})["embedded"] = False
+    if getattr(args, "kubeconfig", None):
+        overrides.setdefault("cloud", {})["kubeconfig"] = str(args.kubeconfig)
+    if getattr(args, "namespace", None):
+        overrides.setdefault("cloud", {})["namespaces"] = args.namespace
     return load_settings(args.config, **overrides)
 
 

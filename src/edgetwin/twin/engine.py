@@ -304,6 +304,8 @@ class TwinEngine:
     def apply_model(self, model: DeviceModel) -> Outcome:
         """Add or replace a DeviceModel; its devices' twins follow it."""
         outcome = Outcome()
+        if self.models.get(model.key) == model:
+            return outcome
         try:
             rules = _compile(model)
         except ValueError as exc:
@@ -332,6 +334,8 @@ class TwinEngine:
         existing = self.devices.get(device.id)
         previous = existing.device if existing else None
         record = DeviceRecord.from_device(device)
+        if previous is not None and previous.body == record.body:
+            return Outcome()  # unchanged: a relist, or an echo of our own status write
         twin = existing or DeviceTwin(record)
         twin.device = record
         self.devices[device.id] = twin

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol, Self
 
 from edgetwin.errors import BrokerUnreachableError, EdgetwinError, StoreError
+from edgetwin.tasks import start_guarded
 from edgetwin.twin.engine import Outcome, Publication, TwinEngine
 from edgetwin.twin.manifests import parse_document
 from edgetwin.twin.store import Store
@@ -88,11 +89,9 @@ class TwinService:
             await first.__aexit__(None, None, None)
             raise
         self._tasks = [
-            asyncio.create_task(self._serve(first), name="twin-serve"),
-            asyncio.create_task(self._publish_loop(), name="twin-publish"),
+            start_guarded(self._serve(first), "twin-serve"),
+            start_guarded(self._publish_loop(), "twin-publish"),
         ]
-        for task in self._tasks:
-            task.add_done_callback(_log_crash)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -112,6 +111,13 @@ class TwinService:
         outcome = self._apply_outcome(resources)
         await self._dispatch(outcome)
         return outcome.errors
+
+    async def remove(self, device_ids: list[str]) -> None:
+        """Remove devices, wait for the commit."""
+        outcome = Outcome()
+        for device_id in device_ids:
+            outcome.extend(self.engine.remove_device(device_id))
+        await self._dispatch(outcome)
 
     def _apply_outcome(self, resources: list[Resource]) -> Outcome:
         outcome = Outcome()
@@ -209,8 +215,9 @@ class TwinService:
 
     async def _dispatch(self, outcome: Outcome) -> None:
         future = self._enqueue(outcome)
+        # Shielded: a caller that is cancelled must not cancel the commit the publisher awaits.
         with contextlib.suppress(StoreError):
-            await future
+            await asyncio.shield(future)
 
     async def _reload_failed_devices(self) -> None:
         ids = self.store.take_failed_devices()
@@ -230,13 +237,13 @@ class TwinService:
         """Publish the oldest outcome once committed (its own frame, so nothing outlives it)."""
         future, outcome = self._outbound[0]
         try:
-            await asyncio.shield(future)
-        except StoreError:
+            await asyncio.wait((future,))  # never cancels the future, never raises its error
+        finally:
+            self._outbound.popleft()
+        if future.cancelled() or future.exception() is not None:
             pubs = [outcome.on_failure] if outcome.on_failure else []
         else:
             pubs = outcome.publications
-        finally:
-            self._outbound.popleft()
         self._publish(pubs)
 
     def _publish(self, pubs: list[Publication]) -> None:
@@ -250,8 +257,3 @@ class TwinService:
                 mqtt.publish_nowait(pub.topic, pub.payload, qos=pub.qos, retain=pub.retain)
         except BrokerUnreachableError as exc:
             log.debug("%s", exc)
-
-
-def _log_crash(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("task %s crashed", task.get_name(), exc_info=task.exception())

@@ -1,0 +1,195 @@
+"""The official ``kubernetes`` client behind async calls: the only module that imports it.
+
+The client is blocking (urllib3), so each call runs on a worker thread and a
+watch reads its stream on one; :meth:`WatchStream.close` interrupts a read
+that is blocked, so shutdown does not wait for the server. Errors come out
+as the classes in :mod:`edgetwin.cloud._errors`, never as the client's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import urllib3
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+
+from edgetwin.cloud._errors import (
+    ApiUnavailableError,
+    BadRequestError,
+    ConflictError,
+    ForbiddenError,
+    GoneError,
+    NotFoundError,
+)
+from edgetwin.errors import CloudError
+
+log = logging.getLogger(__name__)
+
+GROUP = "devices.kubeedge.io"
+VERSION = "v1beta1"
+
+Obj = dict[str, Any]
+
+
+class KubeApi:
+    """The DeviceModel, Device and DeviceStatus calls the sync needs."""
+
+    def __init__(self, *, kubeconfig: Path | None = None, in_cluster: bool = False) -> None:
+        configuration = client.Configuration()
+        try:
+            if in_cluster:
+                config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            else:
+                config.load_kube_config(  # type: ignore[no-untyped-call]
+                    config_file=str(kubeconfig) if kubeconfig else None,
+                    client_configuration=configuration,
+                )
+        except (config.ConfigException, OSError, ValueError) as exc:
+            source = "the in-cluster service account" if in_cluster else f"kubeconfig {kubeconfig}"
+            raise CloudError(f"cannot load {source}: {exc}") from None
+        configuration.retries = False  # the sync has its own backoff
+        self.server = configuration.host
+        self._api_client = client.ApiClient(configuration)
+        self._objects = client.CustomObjectsApi(self._api_client)
+
+    def close(self) -> None:
+        self._api_client.close()  # type: ignore[no-untyped-call]
+
+    async def _call(self, fn: Callable[..., object], *args: object, **kwargs: object) -> Obj:
+        """Run one blocking call on a worker thread; its JSON answer as a dict."""
+        try:
+            result = await asyncio.to_thread(fn, *args, **kwargs, _request_timeout=(5, 30))
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise translate(exc) from None
+        if isinstance(result, dict):
+            return result
+        to_dict = getattr(result, "to_dict", None)
+        return to_dict() if callable(to_dict) else {}
+
+    async def list(
+        self, plural: str, namespace: str, field_selector: str = ""
+    ) -> tuple[list[Obj], str]:
+        """The objects and the list's resourceVersion, to watch from."""
+        body = await self._call(
+            self._objects.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            plural,
+            field_selector=field_selector,
+        )
+        return list(body.get("items") or []), str(body["metadata"]["resourceVersion"])
+
+    def watch(
+        self, plural: str, namespace: str, resource_version: str, field_selector: str, timeout: int
+    ) -> WatchStream:
+        return WatchStream(
+            self._objects.list_namespaced_custom_object,
+            (GROUP, VERSION, namespace, plural),
+            {
+                "field_selector": field_selector,
+                "resource_version": resource_version,
+                "allow_watch_bookmarks": True,
+                "timeout_seconds": timeout,
+                "_request_timeout": (5, timeout + 30),
+            },
+        )
+
+    async def get(self, plural: str, namespace: str, name: str) -> Obj:
+        return await self._call(
+            self._objects.get_namespaced_custom_object, GROUP, VERSION, namespace, plural, name
+        )
+
+    async def create(self, plural: str, namespace: str, body: Obj) -> Obj:
+        return await self._call(
+            self._objects.create_namespaced_custom_object, GROUP, VERSION, namespace, plural, body
+        )
+
+    async def patch_status(self, plural: str, namespace: str, name: str, patch: Obj) -> Obj:
+        """A JSON merge patch of the status subresource."""
+        result: Obj = await self._call(
+            self._objects.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            plural,
+            name,
+            patch,
+        )
+        return result
+
+    async def served_resources(self) -> set[str]:
+        """The plurals the cluster serves in devices.kubeedge.io/v1beta1 (DeviceStatus or not)."""
+        listing = await self._call(self._objects.get_api_resources, GROUP, VERSION)
+        return {str(resource["name"]) for resource in listing.get("resources") or []}
+
+
+class WatchStream:
+    """``async for kind, obj in stream``: one watch request's events, read on a worker thread."""
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Obj) -> None:
+        self._watch = watch.Watch()  # type: ignore[no-untyped-call]
+        self._events = self._watch.stream(fn, *args, **kwargs)  # type: ignore[no-untyped-call]
+        self._closed = False
+
+    def __aiter__(self) -> AsyncIterator[tuple[str, Obj]]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[tuple[str, Obj]]:
+        try:
+            while True:
+                try:
+                    event = await asyncio.to_thread(next, self._events, None)
+                except (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+                    if self._closed:
+                        return
+                    raise translate(exc) from None
+                if event is None:
+                    return
+                yield str(event["type"]), event["raw_object"]
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the stream, interrupting a read that waits for the server."""
+        self._closed = True
+        self._watch.stop()  # type: ignore[no-untyped-call]
+        response = getattr(self._watch, "_resp", None)  # the open HTTP response, if any
+        if response is not None:
+            try:
+                response.shutdown()
+            except ValueError:  # the read has ended already: nothing to interrupt
+                response.close()
+
+
+def translate(exc: Exception) -> CloudError:
+    """One of our errors for what the client raised."""
+    if isinstance(exc, ApiException):
+        status = exc.status or 0
+        reason = _reason(exc)
+        table: dict[int, type[CloudError]] = {
+            400: BadRequestError,
+            403: ForbiddenError,
+            404: NotFoundError,
+            409: ConflictError,
+            410: GoneError,
+            422: BadRequestError,
+        }
+        kind = table.get(status, ApiUnavailableError)
+        return kind(f"{status} {reason}")
+    return ApiUnavailableError(f"the API server cannot be reached: {exc}")
+
+
+def _reason(exc: Any) -> str:  # noqa: ANN401 - the client's ApiException is untyped
+    try:
+        body = orjson.loads(exc.body or b"{}")
+    except orjson.JSONDecodeError:
+        body = {}
+    message = body.get("message") if isinstance(body, dict) else None
+    return str(message or exc.reason or "")
