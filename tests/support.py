@@ -204,7 +204,11 @@ def thermostat(
     desired: dict[str, str] | None = None,
 ) -> Device:
     properties: list[dict[str, Any]] = [
-        {"name": p, **({"desired": {"value": desired[p]}} if desired and p in desired else {})}
+        {
+            "name": p,
+            "reportToCloud": True,
+            **({"desired": {"value": desired[p]}} if desired and p in desired else {}),
+        }
         for p in ("target", "current", "count", "enabled", "label", "blob")
     ]
     properties[0]["visitors"] = {"protocolName": "modbus", "configData": {"offset": 7}}

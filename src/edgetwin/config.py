@@ -103,6 +103,12 @@ class CloudSettings(_Section):
     retry_max_delay: float = Field(
         30.0, gt=0, description="Upper bound of the backoff after API errors, seconds."
     )
+    status_interval: float = Field(
+        1.0, gt=0, description="Least time between two status writes for one device, seconds."
+    )
+    rate_limit: float = Field(
+        20.0, gt=0, description="Most status requests per second for the whole node."
+    )
 
     @property
     def enabled(self) -> bool:

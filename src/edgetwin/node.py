@@ -35,6 +35,7 @@ class Node:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.engine = TwinEngine(settings.node.name, settings.twin)
+        self.engine.report_to_cloud = settings.cloud.enabled
         self.broker_port = settings.broker.port
         self._stack = contextlib.AsyncExitStack()
         self.store: Store

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,15 @@ class Cluster:
         if self.api.get(self.api.resources[1], "default", "thermostat") is None:
             await self.create("devicemodels", thermostat_model().to_document())
         await self.create("devices", thermostat(name, node=node, **kwargs).to_document())
+
+
+@contextlib.asynccontextmanager
+async def synced_node(settings: Settings) -> AsyncIterator[Node]:
+    """A node whose cloud sync has listed everything once."""
+    async with Node(settings) as node:
+        assert node.cloud is not None
+        await node.cloud.wait_synced()
+        yield node
 
 
 @pytest.fixture

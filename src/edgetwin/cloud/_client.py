@@ -111,18 +111,16 @@ class KubeApi:
             self._objects.create_namespaced_custom_object, GROUP, VERSION, namespace, plural, body
         )
 
-    async def patch_status(self, plural: str, namespace: str, name: str, patch: Obj) -> Obj:
-        """A JSON merge patch of the status subresource."""
-        result: Obj = await self._call(
-            self._objects.patch_namespaced_custom_object_status,
-            GROUP,
-            VERSION,
-            namespace,
-            plural,
-            name,
-            patch,
+    async def patch(
+        self, plural: str, namespace: str, name: str, patch: Obj, *, status: bool = False
+    ) -> Obj:
+        """A JSON merge patch of the object, or of its status subresource."""
+        method = (
+            self._objects.patch_namespaced_custom_object_status
+            if status
+            else self._objects.patch_namespaced_custom_object
         )
-        return result
+        return await self._call(method, GROUP, VERSION, namespace, plural, name, patch)
 
     async def served_resources(self) -> set[str]:
         """The plurals the cluster serves in devices.kubeedge.io/v1beta1 (DeviceStatus or not)."""
@@ -164,7 +162,7 @@ class WatchStream:
         if response is not None:
             try:
                 response.shutdown()
-            except ValueError:  # the read has ended already: nothing to interrupt
+            except (ValueError, OSError):  # the read has ended, the socket gone: nothing to stop
                 response.close()
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Self
 
 from edgetwin.cloud._client import KubeApi
+from edgetwin.cloud._status import StatusReporter
 from edgetwin.cloud._watcher import ResourceWatcher, WatchCounters, WatchHandler
 from edgetwin.config import CloudSettings
 from edgetwin.errors import EdgetwinError
@@ -40,6 +41,7 @@ class CloudSync:
         self.node = node
         self.service = service
         self.counters = WatchCounters()
+        self.reporter: StatusReporter
         self.watchers: list[ResourceWatcher] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.api: KubeApi
@@ -48,6 +50,10 @@ class CloudSync:
         settings = self.settings
         self.api = KubeApi(kubeconfig=settings.kubeconfig, in_cluster=settings.in_cluster)
         log.info("cloud sync with %s as node %s", self.api.server, self.node)
+        self.reporter = StatusReporter(
+            self.api, self.service.engine, self.service.store, self.settings
+        )
+        self._start(self.reporter.run(), "status-reporter")
         for namespace in settings.namespaces:
             models = self._watcher("devicemodels", namespace, _ModelHandler(self.service))
             devices = self._watcher(

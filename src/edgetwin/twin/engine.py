@@ -13,13 +13,21 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
 from edgetwin.config import TwinSettings
 from edgetwin.twin.state import DeviceRecord, DeviceTwin, PropertyTwin
-from edgetwin.twin.store.rows import DeviceRow, Snapshot, StateRow, TwinRow, WriteBatch
+from edgetwin.twin.store.rows import (
+    DeviceRow,
+    OutboxRow,
+    Snapshot,
+    StateRow,
+    TwinRow,
+    WriteBatch,
+)
 from edgetwin.twin.values import InvalidValueError, PropertyRule
 from edgetwin.wire import topics
 from edgetwin.wire.messages import (
@@ -86,6 +94,8 @@ class TwinEngine:
         self._rules: dict[str, dict[str, PropertyRule]] = {}  # model -> its compiled rules
         self.rejected: Counter[int] = Counter()
         """Rejected requests by error code, for the metrics."""
+        self.report_to_cloud = False
+        """Set when a cloud sync runs: changes then also go to the outbox."""
 
     # --- start-up -------------------------------------------------------------------------
 
@@ -202,6 +212,7 @@ class TwinEngine:
                 new.reported_version += 1
             device.twins[name] = new
             outcome.batch.add_twin(_row(device.id, name, new))
+            self._mark_for_cloud(outcome.batch, device, name, now)
             sides = new.sides()
             accepted[name] = {
                 side: sides[side]
@@ -277,6 +288,9 @@ class TwinEngine:
             device.last_online = now
         outcome = Outcome()
         outcome.batch.states[device.id] = StateRow(device.id, device.state, device.last_online)
+        if self.report_to_cloud and device.device.state_to_cloud:
+            value = encode(_state_status(device))
+            outcome.batch.outbox[device.id, "state"] = OutboxRow(device.id, "state", value, now)
         body = {
             "event_id": message.event_id,
             "timestamp": now,
@@ -407,6 +421,7 @@ class TwinEngine:
             current.desired, current.desired_ts = value, now
             current.desired_version += 1
             changed_desired = True
+            self._mark_for_cloud(outcome.batch, twin, name, now)
         for name, prop_twin in twin.twins.items():
             outcome.batch.add_twin(_row(twin.id, name, prop_twin))
         spec = self._refresh_spec(twin)
@@ -444,6 +459,34 @@ class TwinEngine:
             self._specs[twin.id] = new
             pubs.append(Publication(new[0], new[1], retain=True))
         return pubs
+
+    # --- the cluster's view -----------------------------------------------------------------
+
+    def _mark_for_cloud(self, batch: WriteBatch, device: DeviceTwin, name: str, now: int) -> None:
+        if self.report_to_cloud and name in device.device.to_cloud:
+            entry = _twin_status(device, name)
+            batch.outbox[device.id, f"twin/{name}"] = OutboxRow(
+                device.id, f"twin/{name}", encode(entry), now
+            )
+
+    def cloud_status(self, device_id: str) -> dict[str, Any] | None:
+        """The device's whole ``status`` as the cluster keeps it, or None if it is gone.
+
+        Whole, because a merge patch replaces ``twins`` (a list) as one value.
+        """
+        device = self.devices.get(device_id)
+        if device is None:
+            return None
+        status: dict[str, Any] = {
+            "twins": [
+                _twin_status(device, name)
+                for name in sorted(device.device.to_cloud)
+                if name in device.twins and device.twins[name].reported is not None
+            ]
+        }
+        if device.device.state_to_cloud:
+            status |= _state_status(device)
+        return status
 
     # --- messages ---------------------------------------------------------------------------
 
@@ -520,3 +563,31 @@ def _versioned(twin: PropertyTwin) -> dict[str, Any]:
 def _compile(model: DeviceModel) -> dict[str, PropertyRule]:
     """A model's property rules; ValueError if a bound is not a number."""
     return {prop.name: PropertyRule.from_model(prop) for prop in model.spec.properties}
+
+
+def _twin_status(device: DeviceTwin, name: str) -> dict[str, Any]:
+    """One ``status.twins[]`` entry: reported and observed desired, metadata as strings."""
+    twin = device.twins[name]
+    entry: dict[str, Any] = {"propertyName": name}
+    if twin.reported is not None:
+        entry["reported"] = {
+            "value": twin.reported,
+            "metadata": {
+                "timestamp": str(twin.reported_ts),
+                "type": device.rules[name].type.lower(),
+            },
+        }
+    if twin.desired is not None:
+        entry["observedDesired"] = {
+            "value": twin.desired,
+            "metadata": {"timestamp": str(twin.desired_ts)},
+        }
+    return entry
+
+
+def _state_status(device: DeviceTwin) -> dict[str, Any]:
+    out: dict[str, Any] = {"state": device.state}
+    if device.last_online is not None:
+        when = datetime.fromtimestamp(device.last_online / 1000, UTC)
+        out["lastOnlineTime"] = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return out

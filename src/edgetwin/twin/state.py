@@ -29,6 +29,9 @@ class DeviceRecord:
     node_name: str | None
     property_names: frozenset[str]
     desired: tuple[tuple[str, str], ...]
+    to_cloud: frozenset[str]
+    """Properties whose values go to the cluster (``reportToCloud``)."""
+    state_to_cloud: bool
     body: bytes
 
     @classmethod
@@ -57,6 +60,8 @@ class DeviceRecord:
                 for p in properties
                 if (p.get("desired") or {}).get("value")
             ),
+            to_cloud=frozenset(p["name"] for p in properties if p.get("reportToCloud")),
+            state_to_cloud=(spec.get("stateReport") or {}).get("reportToCloud") is not False,
             body=body,
         )
 

@@ -3,6 +3,7 @@
 from edgetwin.twin.store._store import Store
 from edgetwin.twin.store.rows import (
     DeviceRow,
+    OutboxRow,
     Snapshot,
     StateRow,
     StoredDevice,
@@ -13,6 +14,7 @@ from edgetwin.twin.store.rows import (
 
 __all__ = [
     "DeviceRow",
+    "OutboxRow",
     "Snapshot",
     "StateRow",
     "Store",

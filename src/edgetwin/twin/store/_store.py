@@ -21,7 +21,7 @@ from typing import Any, Self
 import aiosqlite
 
 from edgetwin.errors import StoreError
-from edgetwin.twin.store.rows import Snapshot, StoredDevice, WriteBatch
+from edgetwin.twin.store.rows import OutboxRow, Snapshot, StoredDevice, WriteBatch
 from edgetwin.twin.store.schema import MIGRATIONS, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,10 @@ _UPSERT_DEVICE = (
 )
 _UPSERT_MODEL = "INSERT OR REPLACE INTO models (id, body) VALUES (?, ?)"
 _UPDATE_STATE = "UPDATE devices SET state = ?, last_online = ? WHERE id = ?"
+_UPSERT_OUTBOX = (
+    "INSERT OR REPLACE INTO outbox (device, field, value, updated_ms) VALUES (?, ?, ?, ?)"
+)
+_DELETE_SENT = "DELETE FROM outbox WHERE device = ? AND field = ? AND value = ?"
 
 _Pending = tuple[WriteBatch, "asyncio.Future[None]"]
 
@@ -50,6 +54,8 @@ class Store:
         self._writer: asyncio.Task[None] | None = None
         self.commits = 0
         self.rows_written = 0
+        self.outbox_written = asyncio.Event()
+        """Set after a commit that queued rows for the cluster."""
         self.failed_devices: set[str] = set()
         """Devices whose rows a failed commit dropped; the twin reloads them from here."""
 
@@ -118,6 +124,11 @@ class Store:
         twins = await self._all("SELECT * FROM twins")
         return Snapshot(models, devices, twins)
 
+    async def outbox(self) -> list[OutboxRow]:
+        """What the cluster has not seen yet, oldest first."""
+        rows = await self._all("SELECT device, field, value, updated_ms FROM outbox")
+        return sorted((OutboxRow(*row) for row in rows), key=lambda r: r.updated_ms)
+
     async def _all(self, sql: str) -> list[Any]:
         async with self.db.execute(sql) as cursor:
             return list(await cursor.fetchall())
@@ -158,21 +169,29 @@ class Store:
                 try:
                     await self._commit(merged)
                 except (sqlite3.Error, OSError) as exc:
-                    # What waits behind the failed group was built on its rows: fail it too.
-                    group += self._pending
-                    self._pending = []
-                    log.error("store commit of %d rows failed: %s", len(merged), exc)  # noqa: TRY400
-                    error = StoreError(f"store write failed: {exc}")
-                    for batch, future in group:
-                        self.failed_devices |= batch.device_ids()
-                        if not future.done():
-                            future.set_exception(error)
+                    self._fail(group, merged, exc)
                 else:
-                    self.commits += 1
-                    self.rows_written += len(merged)
-                    for _, future in group:
-                        if not future.done():
-                            future.set_result(None)
+                    self._succeed(group, merged)
+
+    def _succeed(self, group: list[_Pending], merged: WriteBatch) -> None:
+        self.commits += 1
+        self.rows_written += len(merged)
+        if merged.outbox:
+            self.outbox_written.set()
+        for _, future in group:
+            if not future.done():
+                future.set_result(None)
+
+    def _fail(self, group: list[_Pending], merged: WriteBatch, exc: Exception) -> None:
+        # What waits behind the failed group was built on its rows: fail it too.
+        group += self._pending
+        self._pending = []
+        log.error("store commit of %d rows failed: %s", len(merged), exc)
+        error = StoreError(f"store write failed: {exc}")
+        for batch, future in group:
+            self.failed_devices |= batch.device_ids()
+            if not future.done():
+                future.set_exception(error)
 
     def _take_group(self) -> list[_Pending]:
         taken = 0
@@ -195,8 +214,13 @@ class Store:
                 gone = [(k,) for k, v in batch.devices.items() if v is None]
                 if gone:
                     await db.executemany("DELETE FROM twins WHERE device = ?", gone)
+                    await db.executemany("DELETE FROM outbox WHERE device = ?", gone)
             if batch.twins:
                 await db.executemany(_UPSERT_TWIN, list(batch.twins.values()))
+            if batch.outbox:
+                await db.executemany(_UPSERT_OUTBOX, list(batch.outbox.values()))
+            if batch.outbox_sent:
+                await db.executemany(_DELETE_SENT, [r[:3] for r in batch.outbox_sent])
             if batch.states:
                 await db.executemany(
                     _UPDATE_STATE,

@@ -33,6 +33,15 @@ class StoredDevice(NamedTuple):
     spec: bytes | None
 
 
+class OutboxRow(NamedTuple):
+    """A device field the cluster has not seen yet (``twin/<property>`` or ``state``)."""
+
+    device: str
+    field: str
+    value: bytes
+    updated_ms: int
+
+
 class StateRow(NamedTuple):
     device: str
     state: str
@@ -51,12 +60,22 @@ class WriteBatch:
     states: dict[str, StateRow] = field(default_factory=dict)
     devices: dict[str, DeviceRow | None] = field(default_factory=dict)
     models: dict[str, bytes | None] = field(default_factory=dict)
+    outbox: dict[tuple[str, str], OutboxRow] = field(default_factory=dict)
+    outbox_sent: list[OutboxRow] = field(default_factory=list)
+    """Rows the cluster now has: deleted if they are still what was sent."""
 
     def __bool__(self) -> bool:
-        return bool(self.twins or self.states or self.devices or self.models)
+        return bool(len(self))
 
     def __len__(self) -> int:
-        return len(self.twins) + len(self.states) + len(self.devices) + len(self.models)
+        return (
+            len(self.twins)
+            + len(self.states)
+            + len(self.devices)
+            + len(self.models)
+            + len(self.outbox)
+            + len(self.outbox_sent)
+        )
 
     def add_twin(self, row: TwinRow) -> None:
         self.twins[row.device, row.property] = row
@@ -65,14 +84,22 @@ class WriteBatch:
         for device, body in other.devices.items():
             if body is None:
                 self.twins = {k: v for k, v in self.twins.items() if k[0] != device}
+                self.outbox = {k: v for k, v in self.outbox.items() if k[0] != device}
                 self.states.pop(device, None)
             self.devices[device] = body
         self.models.update(other.models)
         self.twins.update(other.twins)
         self.states.update(other.states)
+        self.outbox.update(other.outbox)
+        self.outbox_sent.extend(other.outbox_sent)
 
     def device_ids(self) -> set[str]:
-        return {key[0] for key in self.twins} | set(self.states) | set(self.devices)
+        return (
+            {key[0] for key in self.twins}
+            | {key[0] for key in self.outbox}
+            | set(self.states)
+            | set(self.devices)
+        )
 
 
 # A twin row as sqlite returns it, in TwinRow's column order (no wrapping: 100k rows at start).

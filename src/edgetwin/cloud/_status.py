@@ -1,0 +1,186 @@
+"""Reported values and device state out to the cluster, from the SQLite outbox.
+
+The engine writes an outbox row with every change the cluster should see,
+in the same transaction as the change, one row per device field, so a burst
+coalesces to the latest value and nothing is lost across restarts or
+outages. This reporter wakes when a commit adds rows, writes each due device
+as one merge patch of its whole status (``twins`` is a list, which a merge
+patch replaces whole), at most once per ``status_interval`` per device and
+at most ``rate_limit`` requests per second for the node, then deletes exactly
+the rows it sent; a newer value written meanwhile stays queued.
+
+Where the status goes: a DeviceStatus of the same name, created owned by the
+Device if missing (KubeEdge 1.23); on a cluster without that resource, the
+Device's own ``status`` (older KubeEdge).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from edgetwin.cloud._client import GROUP, VERSION, KubeApi
+from edgetwin.cloud._errors import ConflictError, ForbiddenError, NotFoundError
+from edgetwin.config import CloudSettings
+from edgetwin.errors import CloudError
+from edgetwin.twin import TwinEngine
+from edgetwin.twin.store import OutboxRow, Store, WriteBatch
+from edgetwin.wire.names import split_device_id
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+
+
+@dataclass
+class StatusCounters:
+    patches: int = 0
+    created: int = 0
+    rows_sent: int = 0
+    outbox_depth: int = 0
+    failures: int = 0
+
+
+class TokenBucket:
+    """At most ``rate`` takes per second, in bursts of at most ``rate``."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._tokens = rate
+        self._at = time.monotonic()
+
+    async def take(self) -> None:
+        now = time.monotonic()
+        self._tokens = min(self.rate, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens < 1:
+            await asyncio.sleep((1 - self._tokens) / self.rate)
+            self._tokens, self._at = 1.0, time.monotonic()
+        self._tokens -= 1
+
+
+class StatusReporter:
+    def __init__(
+        self, api: KubeApi, engine: TwinEngine, store: Store, settings: CloudSettings
+    ) -> None:
+        self.api = api
+        self.engine = engine
+        self.store = store
+        self.settings = settings
+        self.counters = StatusCounters()
+        self._bucket = TokenBucket(settings.rate_limit)
+        self._next: dict[str, float] = {}  # device -> earliest time of its next write
+        self._has_status_object: set[str] = set()
+        self._device_status: bool | None = None  # does the cluster serve DeviceStatus?
+        self._forbidden_logged: set[str] = set()
+
+    async def run(self) -> None:
+        delay = 0.2
+        while True:
+            self.store.outbox_written.clear()
+            try:
+                if self._device_status is None:
+                    served = await self.api.served_resources()
+                    self._device_status = "devicestatuses" in served
+                    where = (
+                        "DeviceStatus" if self._device_status else "Device.status (no DeviceStatus)"
+                    )
+                    log.info("device status goes to %s", where)
+                wait = await self._flush_due()
+                delay = 0.2
+            except CloudError as exc:
+                self.counters.failures += 1
+                log.warning("status not written: %s; retrying in %.1f s", exc, delay)
+                wait, delay = delay, min(delay * 2, self.settings.retry_max_delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.store.outbox_written.wait(), wait)
+
+    async def _flush_due(self) -> float | None:
+        """Write every due device; how long until the next one is due (None: none waits)."""
+        rows = await self.store.outbox()
+        self.counters.outbox_depth = len(rows)
+        by_device: dict[str, list[OutboxRow]] = defaultdict(list)
+        for row in rows:
+            by_device[row.device].append(row)
+        now = time.monotonic()
+        later: list[float] = []
+        for device, device_rows in by_device.items():
+            due = self._next.get(device, 0.0)
+            if due > now:
+                later.append(due)
+                continue
+            await self._bucket.take()
+            try:
+                await self._write(device)
+            except ForbiddenError as exc:
+                self._forbid(device, exc)
+                continue
+            self._next[device] = time.monotonic() + self.settings.status_interval
+            await self.store.write(WriteBatch(outbox_sent=device_rows))
+            self.counters.rows_sent += len(device_rows)
+            self.counters.outbox_depth -= len(device_rows)
+        return max(0.0, min(later) - time.monotonic()) if later else None
+
+    def _forbid(self, device: str, exc: ForbiddenError) -> None:
+        self.counters.failures += 1
+        self._next[device] = time.monotonic() + self.settings.retry_max_delay
+        if device not in self._forbidden_logged:
+            self._forbidden_logged.add(device)
+            log.error(
+                "status of %s not written: the node's Role does not allow it: %s", device, exc
+            )
+
+    async def _write(self, device: str) -> None:
+        status = self.engine.cloud_status(device)
+        if status is None:
+            return  # gone here; the rows go with it
+        namespace, name = split_device_id(device)
+        patch = {"status": status}
+        if not self._device_status:
+            await self._patch_device(namespace, name, patch)
+        elif device in self._has_status_object:
+            await self.api.patch("devicestatuses", namespace, name, patch, status=True)
+        else:
+            await self._ensure_status_object(namespace, name)
+            self._has_status_object.add(device)
+            await self.api.patch("devicestatuses", namespace, name, patch, status=True)
+        self.counters.patches += 1
+
+    async def _patch_device(self, namespace: str, name: str, patch: Obj) -> None:
+        try:
+            await self.api.patch("devices", namespace, name, patch, status=True)
+        except NotFoundError:  # a Device CRD without a status subresource
+            await self.api.patch("devices", namespace, name, patch)
+
+    async def _ensure_status_object(self, namespace: str, name: str) -> None:
+        """A DeviceStatus for the device, owned by it, so it goes when the Device goes."""
+        try:
+            await self.api.get("devicestatuses", namespace, name)
+        except NotFoundError:
+            pass
+        else:
+            return
+        device = await self.api.get("devices", namespace, name)
+        owner = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Device",
+            "name": name,
+            "uid": device["metadata"]["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "DeviceStatus",
+            "metadata": {"name": name, "namespace": namespace, "ownerReferences": [owner]},
+        }
+        try:
+            await self.api.create("devicestatuses", namespace, body)
+            self.counters.created += 1
+        except ConflictError:
+            pass  # created meanwhile by someone else: fine, it is there

@@ -1,0 +1,153 @@
+"""Reported values and state go to the cluster through the outbox: coalesced, rate-bounded,
+kept across outages, into a DeviceStatus owned by the Device (or Device.status on a cluster
+that predates DeviceStatus)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgetwin.config import Settings, load_settings
+from edgetwin.wire import topics
+from tests.kube.apiserver import DEVICE_STATUSES, DEVICES, FakeKubeAPI
+from tests.kube.conftest import Cluster, synced_node
+from tests.support import Paho, unique
+
+
+async def _until(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.02)
+    assert condition(), what
+
+
+def _reported(obj: dict[str, Any] | None) -> dict[str, str]:
+    twins = ((obj or {}).get("status") or {}).get("twins") or []
+    return {t["propertyName"]: t["reported"]["value"] for t in twins if "reported" in t}
+
+
+async def _device_with_node(cluster: Cluster, settings: Settings) -> str:
+    name = unique("dev")
+    await cluster.add_thermostat(name, settings.node.name)
+    return name
+
+
+async def _burst(port: int, device: str, values: range, prop: str = "count") -> None:
+    """Reported updates, each confirmed before the burst is done."""
+    update = topics.twin_update_topic(device)
+    async with Paho(port) as mqtt:
+        await mqtt.subscribe(f"{update}/result")
+        for i in values:
+            mqtt.publish(
+                update, {"event_id": str(i), "twin": {prop: {"actual": {"value": str(i)}}}}
+            )
+        for _ in values:
+            result = await mqtt.next(f"{update}/result")
+            assert "code" not in result, result
+
+
+async def test_a_burst_becomes_a_handful_of_patches_and_the_status_is_exact(
+    cluster: Cluster, cloud_settings: Callable[..., Settings]
+) -> None:
+    settings = cloud_settings()
+    name = await _device_with_node(cluster, settings)
+    async with synced_node(settings) as node:
+        assert node.cloud is not None
+        await _burst(node.broker_port, f"default/{name}", range(1000))
+        await _until(
+            lambda: (
+                _reported(cluster.api.get(DEVICE_STATUSES, "default", name)).get("count") == "999"
+            ),
+            "the last value reaches the cluster",
+        )
+        reporter = node.cloud.reporter
+        assert reporter.counters.created == 1
+    patches = cluster.api.count("PATCH", f"/devicestatuses/{name}/status")
+    assert 1 <= patches <= 6, patches  # 1,000 reports in ~1-2 s at one patch per second
+    status = cluster.api.get(DEVICE_STATUSES, "default", name)
+    assert status is not None
+    owner = status["metadata"]["ownerReferences"][0]
+    device = cluster.api.get(DEVICES, "default", name)
+    assert device is not None
+    assert (owner["kind"], owner["name"], owner["uid"]) == (
+        "Device",
+        name,
+        device["metadata"]["uid"],
+    )
+    twin = next(t for t in status["status"]["twins"] if t["propertyName"] == "count")
+    assert twin["reported"]["metadata"]["type"] == "int"
+
+
+async def test_api_down_while_reports_flow_then_the_cluster_converges(
+    cluster: Cluster, cloud_settings: Callable[..., Settings]
+) -> None:
+    settings = cloud_settings()
+    name = await _device_with_node(cluster, settings)
+    device = f"default/{name}"
+    async with synced_node(settings) as node:
+        assert node.cloud is not None
+        cluster.api.stop()
+        await _burst(node.broker_port, device, range(200))
+        await _burst(node.broker_port, device, range(7, 8), prop="label")
+        state = topics.state_update_topic(device)
+        async with Paho(node.broker_port) as mqtt:
+            await mqtt.subscribe(f"{state}/result")
+            await mqtt.request(state, {"state": "online"})
+        await _until(
+            lambda: node.cloud is not None and node.cloud.reporter.counters.failures > 0,
+            "the reporter saw the API gone",
+        )
+        cluster.api.start()
+        await _until(
+            lambda: (
+                _reported(cluster.api.get(DEVICE_STATUSES, "default", name))
+                == {"count": "199", "label": "7"}
+            ),
+            "the cluster has the edge's values",
+        )
+        status = cluster.api.get(DEVICE_STATUSES, "default", name)
+        assert status is not None
+        assert status["status"]["state"] == "online"
+        assert status["status"]["lastOnlineTime"].endswith("Z")
+        await _until(
+            lambda: node.cloud is not None and node.cloud.reporter.counters.outbox_depth == 0,
+            "the outbox is empty",
+        )
+
+
+async def test_forbidden_status_writes_are_logged_once_and_the_node_keeps_serving(
+    cluster: Cluster, cloud_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    cluster.api.forbidden.add(("patch", "devicestatuses/status"))
+    settings = cloud_settings()
+    name = await _device_with_node(cluster, settings)
+    async with synced_node(settings) as node:
+        assert node.cloud is not None
+        await _burst(node.broker_port, f"default/{name}", range(3))
+        await _until(lambda: "Role does not allow" in caplog.text, "a clear log line")
+        await _burst(node.broker_port, f"default/{name}", range(3, 6))
+    assert caplog.text.count("Role does not allow") == 1
+    assert f"status of default/{name} not written" in caplog.text
+
+
+async def test_a_cluster_without_devicestatus_gets_device_status(tmp_path: Path) -> None:
+    with FakeKubeAPI(device_status=False, bookmark_interval=0.2) as api:
+        cluster = Cluster(api, api.kubeconfig(tmp_path / "kubeconfig"))
+        settings = load_settings(
+            node={"name": unique("node"), "data_dir": str(tmp_path)},
+            broker={"port": 0},
+            cloud={"kubeconfig": str(cluster.kubeconfig)},
+        )
+        name = await _device_with_node(cluster, settings)
+        async with synced_node(settings) as node:
+            await _burst(node.broker_port, f"default/{name}", range(5))
+            await _until(
+                lambda: _reported(api.get(DEVICES, "default", name)).get("count") == "4",
+                "Device.status has the value",
+            )
+            # our own status write came back as a watch event, and changed nothing here
+            assert node.engine.devices[f"default/{name}"].twins["count"].reported == "4"
