@@ -247,6 +247,7 @@ class NodeProcess:
         port: int | None = None,
         external_port: int | None = None,
         manifests: Path | None = None,
+        extra: tuple[str, ...] = (),
     ) -> None:
         self.data_dir = data_dir
         self.node = node
@@ -265,6 +266,7 @@ class NodeProcess:
             self.args.append("--external-broker")
         if manifests:
             self.args += ["--manifests", str(manifests)]
+        self.args += extra
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> NodeProcess:

@@ -1,0 +1,62 @@
+"""A node killed with SIGKILL while its outbox holds reports the cluster has not seen:
+after a restart the cluster gets them."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+from edgetwin.wire import topics
+from tests.kube.apiserver import DEVICE_STATUSES
+from tests.kube.conftest import Cluster
+from tests.support import NodeProcess, Paho, unique
+
+
+async def test_outbox_survives_sigkill_and_is_flushed_after_restart(
+    cluster: Cluster, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    node_name, name = unique("node"), unique("dev")
+    device = f"default/{name}"
+    await cluster.add_thermostat(name, node_name)
+    node = NodeProcess(
+        tmp_path / "data", node=node_name, extra=("--kubeconfig", str(cluster.kubeconfig))
+    )
+    with node:
+        async with Paho(node.port) as mqtt:
+            get = topics.twin_get_topic(device)
+            await mqtt.subscribe(f"{get}/result")
+            while "code" in await mqtt.request(get, {}):  # until the watch brought the device
+                await asyncio.sleep(0.05)
+            cluster.api.stop()
+            update = topics.twin_update_topic(device)
+            await mqtt.subscribe(f"{update}/result")
+            for i in range(50):
+                mqtt.publish(update, {"twin": {"count": {"actual": {"value": str(i)}}}})
+            for _ in range(50):
+                assert "code" not in await mqtt.next(f"{update}/result")
+        node.kill()
+
+    with sqlite3.connect(tmp_path / "data" / "edgetwin.db") as db:
+        pending = db.execute("SELECT field FROM outbox WHERE device = ?", (device,)).fetchall()
+    assert pending == [("twin/count",)]
+
+    cluster.api.start()
+    db_path = tmp_path / "data" / "edgetwin.db"
+    with NodeProcess(
+        tmp_path / "data", node=node_name, extra=("--kubeconfig", str(cluster.kubeconfig))
+    ) as again:
+        async with asyncio.timeout(20):
+            while not (_reported_count(cluster, name) == "49" and _outbox_size(db_path) == 0):
+                await asyncio.sleep(0.05)
+        assert again.stop() == 0
+
+
+def _reported_count(cluster: Cluster, name: str) -> str | None:
+    status = cluster.api.get(DEVICE_STATUSES, "default", name) or {}
+    twins = (status.get("status") or {}).get("twins") or []
+    return next((t["reported"]["value"] for t in twins if t["propertyName"] == "count"), None)
+
+
+def _outbox_size(db_path) -> int:  # type: ignore[no-untyped-def]
+    with sqlite3.connect(db_path) as db:
+        return int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
