@@ -15,7 +15,7 @@ from edgetwin.config import Settings, load_settings
 from edgetwin.wire import topics
 from tests.kube.apiserver import DEVICE_STATUSES, DEVICES, FakeKubeAPI
 from tests.kube.conftest import Cluster, synced_node
-from tests.support import Paho, unique
+from tests.support import Paho, run_cli, unique
 
 
 async def _until(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
@@ -66,6 +66,10 @@ async def test_a_burst_becomes_a_handful_of_patches_and_the_status_is_exact(
         )
         reporter = node.cloud.reporter
         assert reporter.counters.created == 1
+        stats = node.cloud.stats()
+        assert stats["status_patches"] == reporter.counters.patches
+        assert stats["reports_coalesced"] >= 1000 - stats["status_patches"]
+        assert stats["outbox_depth"] == 0
     patches = cluster.api.count("PATCH", f"/devicestatuses/{name}/status")
     assert 1 <= patches <= 6, patches  # 1,000 reports in ~1-2 s at one patch per second
     status = cluster.api.get(DEVICE_STATUSES, "default", name)
@@ -151,3 +155,39 @@ async def test_a_cluster_without_devicestatus_gets_device_status(tmp_path: Path)
             )
             # our own status write came back as a watch event, and changed nothing here
             assert node.engine.devices[f"default/{name}"].twins["count"].reported == "4"
+
+
+async def test_get_devices_shows_whether_the_cluster_has_caught_up(
+    cluster: Cluster, cloud_settings: Callable[..., Settings]
+) -> None:
+    settings = cloud_settings()
+    name = await _device_with_node(cluster, settings)
+    async with synced_node(settings) as node:
+        args = (
+            "get",
+            "devices",
+            "--node",
+            settings.node.name,
+            "--broker",
+            f"127.0.0.1:{node.broker_port}",
+        )
+
+        async def cloud_column() -> str:
+            table = await asyncio.to_thread(run_cli, *args)
+            assert table.returncode == 0, table.stderr
+            header, row = table.stdout.splitlines()
+            assert header.split()[-1] == "CLOUD"
+            return row.split()[-1]
+
+        cluster.api.stop()
+        await _burst(node.broker_port, f"default/{name}", range(3))
+        assert await cloud_column() == "pending"
+        cluster.api.start()
+        await _until(
+            lambda: (
+                _reported(cluster.api.get(DEVICE_STATUSES, "default", name)).get("count") == "2"
+            ),
+            "caught up",
+        )
+        await _until(lambda: not node.engine.cloud_pending, "nothing pending")
+        assert await cloud_column() == "synced"

@@ -96,19 +96,22 @@ async def _get_devices(ask: _Asker, node: str, output: str) -> None:
     if output != "table":
         _dump(devices, output)
         return
-    rows = [["DEVICE", "MODEL", "PROTOCOL", "STATE", "IN SYNC", "PENDING"]]
+    cloud = any("cloud" in d for d in devices)
+    rows = [
+        ["DEVICE", "MODEL", "PROTOCOL", "STATE", "IN SYNC", "PENDING"]
+        + (["CLOUD"] if cloud else [])
+    ]
     for d in sorted(devices, key=lambda d: d["id"]):
         pending = d.get("pending", [])
-        rows.append(
-            [
-                d["id"],
-                d.get("model") or "-",
-                d.get("protocol") or "-",
-                d.get("state") or "unknown",
-                f"{d.get('properties', 0) - len(pending)}/{d.get('properties', 0)}",
-                ",".join(pending) or "-",
-            ]
-        )
+        row = [
+            d["id"],
+            d.get("model") or "-",
+            d.get("protocol") or "-",
+            d.get("state") or "unknown",
+            f"{d.get('properties', 0) - len(pending)}/{d.get('properties', 0)}",
+            ",".join(pending) or "-",
+        ]
+        rows.append(row + ([d.get("cloud", "-")] if cloud else []))
     _table(rows)
 
 

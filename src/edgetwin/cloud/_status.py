@@ -107,6 +107,7 @@ class StatusReporter:
         by_device: dict[str, list[OutboxRow]] = defaultdict(list)
         for row in rows:
             by_device[row.device].append(row)
+        self.engine.cloud_pending |= set(by_device)
         now = time.monotonic()
         later: list[float] = []
         for device, device_rows in by_device.items():
@@ -122,6 +123,7 @@ class StatusReporter:
                 continue
             self._next[device] = time.monotonic() + self.settings.status_interval
             await self.store.write(WriteBatch(outbox_sent=device_rows))
+            self.engine.cloud_pending.discard(device)
             self.counters.rows_sent += len(device_rows)
             self.counters.outbox_depth -= len(device_rows)
         return max(0.0, min(later) - time.monotonic()) if later else None

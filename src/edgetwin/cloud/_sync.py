@@ -54,6 +54,7 @@ class CloudSync:
             self.api, self.service.engine, self.service.store, self.settings
         )
         self._start(self.reporter.run(), "status-reporter")
+        self._start(self._log_stats(), "cloud-stats-log")
         for namespace in settings.namespaces:
             models = self._watcher("devicemodels", namespace, _ModelHandler(self.service))
             devices = self._watcher(
@@ -74,6 +75,31 @@ class CloudSync:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.api.close()
+
+    def stats(self) -> dict[str, int]:
+        """The sync's counters, for the log and the metrics endpoint."""
+        watch, status = self.counters, self.reporter.counters
+        marked = self.service.engine.cloud_updates
+        return {
+            "watch_requests": watch.watch_requests,
+            "watch_restarts": watch.watch_restarts,
+            "relists": watch.relists,
+            "watch_events": watch.events,
+            "status_patches": status.patches,
+            "status_objects_created": status.created,
+            "reports_coalesced": max(0, marked - status.patches - status.outbox_depth),
+            "outbox_depth": status.outbox_depth,
+            "status_failures": status.failures,
+        }
+
+    async def _log_stats(self, every: float = 60.0) -> None:
+        last: dict[str, int] = {}
+        while True:
+            await asyncio.sleep(every)
+            now = self.stats()
+            if now != last:
+                log.info("cloud sync: %s", ", ".join(f"{k} {v}" for k, v in now.items()))
+                last = now
 
     async def wait_synced(self) -> None:
         """Until every watch has listed once."""

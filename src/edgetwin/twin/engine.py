@@ -96,6 +96,10 @@ class TwinEngine:
         """Rejected requests by error code, for the metrics."""
         self.report_to_cloud = False
         """Set when a cloud sync runs: changes then also go to the outbox."""
+        self.cloud_pending: set[str] = set()
+        """Devices with changes the cluster has not seen yet."""
+        self.cloud_updates = 0
+        """Changes marked for the cluster (each a device field), for the metrics."""
 
     # --- start-up -------------------------------------------------------------------------
 
@@ -289,6 +293,8 @@ class TwinEngine:
         outcome = Outcome()
         outcome.batch.states[device.id] = StateRow(device.id, device.state, device.last_online)
         if self.report_to_cloud and device.device.state_to_cloud:
+            self.cloud_pending.add(device.id)
+            self.cloud_updates += 1
             value = encode(_state_status(device))
             outcome.batch.outbox[device.id, "state"] = OutboxRow(device.id, "state", value, now)
         body = {
@@ -464,6 +470,8 @@ class TwinEngine:
 
     def _mark_for_cloud(self, batch: WriteBatch, device: DeviceTwin, name: str, now: int) -> None:
         if self.report_to_cloud and name in device.device.to_cloud:
+            self.cloud_pending.add(device.id)
+            self.cloud_updates += 1
             entry = _twin_status(device, name)
             batch.outbox[device.id, f"twin/{name}"] = OutboxRow(
                 device.id, f"twin/{name}", encode(entry), now
@@ -521,6 +529,8 @@ class TwinEngine:
                 "properties": len(twin.twins),
                 "pending": sorted(delta),
             }
+            if self.report_to_cloud:
+                member["cloud"] = "pending" if twin.id in self.cloud_pending else "synced"
         return member
 
     def announce_membership(self, outcome: Outcome) -> None:
