@@ -509,6 +509,7 @@ def _merge(target: Any, patch: Any) -> Any:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # as Go's net/http (the real API server) does
     server_api: FakeKubeAPI
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
