@@ -27,8 +27,10 @@ port, and can be stopped and started again on the same port.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import socket
 import threading
 import time
 import uuid
@@ -123,6 +125,7 @@ class FakeKubeAPI:
         self.bookmark_interval = bookmark_interval
         self.forbidden: set[tuple[str, str]] = set()
         self.requests: list[tuple[str, str, dict[str, list[str]]]] = []
+        self.request_times: list[tuple[float, str, str]] = []  # (monotonic, method, path)
         self._cond = threading.Condition()
         self._objects: dict[tuple[str, str, str], Obj] = {}
         self._events: list[Event] = []
@@ -131,6 +134,7 @@ class FakeKubeAPI:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._connections: set[socket.socket] = set()
         self.port = 0
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -158,6 +162,11 @@ class FakeKubeAPI:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        with self._cond:  # and every open connection, keep-alive ones too
+            for connection in list(self._connections):
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+            self._connections.clear()
 
     def __enter__(self) -> Self:
         self.start()
@@ -515,6 +524,17 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
         pass
 
+    def setup(self) -> None:
+        super().setup()
+        with self.server_api._cond:
+            self.server_api._connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server_api._cond:
+            self.server_api._connections.discard(self.connection)
+        with contextlib.suppress(OSError):
+            super().finish()
+
     def do_GET(self) -> None:
         self._serve("GET")
 
@@ -535,6 +555,7 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         query = parse_qs(url.query)
         api.requests.append((method, url.path, query))
+        api.request_times.append((time.monotonic(), method, url.path))
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         try:

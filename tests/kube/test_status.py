@@ -65,6 +65,7 @@ async def test_a_burst_becomes_a_handful_of_patches_and_the_status_is_exact(
             "the last value reaches the cluster",
         )
         reporter = node.cloud.reporter
+        await _until(lambda: reporter.counters.outbox_depth == 0, "the sent rows are deleted")
         assert reporter.counters.created == 1
         stats = node.cloud.stats()
         assert stats["status_patches"] == reporter.counters.patches
@@ -106,17 +107,17 @@ async def test_api_down_while_reports_flow_then_the_cluster_converges(
             "the reporter saw the API gone",
         )
         cluster.api.start()
-        await _until(
-            lambda: (
+
+        def converged() -> bool:
+            status = (cluster.api.get(DEVICE_STATUSES, "default", name) or {}).get("status") or {}
+            return (
                 _reported(cluster.api.get(DEVICE_STATUSES, "default", name))
                 == {"count": "199", "label": "7"}
-            ),
-            "the cluster has the edge's values",
-        )
-        status = cluster.api.get(DEVICE_STATUSES, "default", name)
-        assert status is not None
-        assert status["status"]["state"] == "online"
-        assert status["status"]["lastOnlineTime"].endswith("Z")
+                and status.get("state") == "online"
+                and str(status.get("lastOnlineTime", "")).endswith("Z")
+            )
+
+        await _until(converged, "the cluster has the edge's values and state")
         await _until(
             lambda: node.cloud is not None and node.cloud.reporter.counters.outbox_depth == 0,
             "the outbox is empty",
@@ -191,3 +192,30 @@ async def test_get_devices_shows_whether_the_cluster_has_caught_up(
         )
         await _until(lambda: not node.engine.cloud_pending, "nothing pending")
         assert await cloud_column() == "synced"
+
+
+async def test_status_requests_stay_within_the_node_rate_limit(
+    cluster: Cluster, cloud_settings: Callable[..., Settings]
+) -> None:
+    settings = cloud_settings(rate_limit=4.0)
+    names = [await _device_with_node(cluster, settings) for _ in range(6)]
+    async with synced_node(settings) as node:
+        for name in names:  # each device's first write: GET, GET, POST, PATCH
+            await _burst(node.broker_port, f"default/{name}", range(1))
+        await _until(
+            lambda: all(
+                _reported(cluster.api.get(DEVICE_STATUSES, "default", n)).get("count") == "0"
+                for n in names
+            ),
+            "every device reported",
+            timeout=30,
+        )
+    times = [
+        t
+        for t, _method, path in cluster.api.request_times
+        if "/devicestatuses" in path or (_method == "GET" and "/devices/" in path)
+    ]
+    assert len(times) >= 6 * 4
+    # a burst of at most 4, then 4 per second: no 1-second window holds more than 4 + 4
+    assert max(sum(1 for u in times if t <= u < t + 1.0) for t in times) <= 8
+    assert times[-1] - times[0] >= (len(times) - 4) / 4 - 0.5

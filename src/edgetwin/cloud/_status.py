@@ -21,6 +21,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,11 +116,15 @@ class StatusReporter:
             if due > now:
                 later.append(due)
                 continue
-            await self._bucket.take()
             try:
                 await self._write(device)
             except ForbiddenError as exc:
                 self._forbid(device, exc)
+                continue
+            except ConflictError as exc:  # changed under us: read it again next time
+                self.counters.failures += 1
+                self._has_status_object.discard(device)
+                log.info("status of %s: %s; retrying from fresh state", device, exc)
                 continue
             self._next[device] = time.monotonic() + self.settings.status_interval
             await self.store.write(WriteBatch(outbox_sent=device_rows))
@@ -145,29 +150,35 @@ class StatusReporter:
         patch = {"status": status}
         if not self._device_status:
             await self._patch_device(namespace, name, patch)
-        elif device in self._has_status_object:
-            await self.api.patch("devicestatuses", namespace, name, patch, status=True)
         else:
-            await self._ensure_status_object(namespace, name)
-            self._has_status_object.add(device)
-            await self.api.patch("devicestatuses", namespace, name, patch, status=True)
+            if device not in self._has_status_object:
+                await self._ensure_status_object(namespace, name)
+                self._has_status_object.add(device)
+            await self._request(
+                self.api.patch("devicestatuses", namespace, name, patch, status=True)
+            )
         self.counters.patches += 1
+
+    async def _request(self, call: Awaitable[Obj]) -> Obj:
+        """One API request, within the node-wide rate limit."""
+        await self._bucket.take()
+        return await call
 
     async def _patch_device(self, namespace: str, name: str, patch: Obj) -> None:
         try:
-            await self.api.patch("devices", namespace, name, patch, status=True)
+            await self._request(self.api.patch("devices", namespace, name, patch, status=True))
         except NotFoundError:  # a Device CRD without a status subresource
-            await self.api.patch("devices", namespace, name, patch)
+            await self._request(self.api.patch("devices", namespace, name, patch))
 
     async def _ensure_status_object(self, namespace: str, name: str) -> None:
         """A DeviceStatus for the device, owned by it, so it goes when the Device goes."""
         try:
-            await self.api.get("devicestatuses", namespace, name)
+            await self._request(self.api.get("devicestatuses", namespace, name))
         except NotFoundError:
             pass
         else:
             return
-        device = await self.api.get("devices", namespace, name)
+        device = await self._request(self.api.get("devices", namespace, name))
         owner = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "Device",
@@ -182,7 +193,7 @@ class StatusReporter:
             "metadata": {"name": name, "namespace": namespace, "ownerReferences": [owner]},
         }
         try:
-            await self.api.create("devicestatuses", namespace, body)
+            await self._request(self.api.create("devicestatuses", namespace, body))
             self.counters.created += 1
         except ConflictError:
             pass  # created meanwhile by someone else: fine, it is there
