@@ -70,8 +70,11 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--updates", type=int, default=1000)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, FakeKubeAPI() as api:
-        cluster = Cluster(api, api.kubeconfig(Path(tmp) / "kubeconfig"))
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        FakeKubeAPI() as api,
+        Cluster(api, api.kubeconfig(Path(tmp) / "kubeconfig")) as cluster,
+    ):
         node_name = "bench-node"
         for name in ("bench-1", "bench-2", "bench-3"):
             await cluster.add_thermostat(name, node_name)

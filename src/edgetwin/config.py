@@ -94,6 +94,10 @@ class CloudSettings(_Section):
     in_cluster: bool = Field(
         default=False, description="Use the pod's service-account credentials instead."
     )
+    service_account_dir: Path = Field(
+        Path("/var/run/secrets/kubernetes.io/serviceaccount"),
+        description="Where the pod's service-account token and CA are (with in_cluster).",
+    )
     namespaces: list[str] = Field(
         default_factory=lambda: ["default"], description="Namespaces whose devices to follow."
     )

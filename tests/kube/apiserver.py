@@ -31,6 +31,7 @@ import contextlib
 import copy
 import json
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -116,7 +117,11 @@ class FakeKubeAPI:
         device_status: bool = True,
         node_selector: bool = True,
         bookmark_interval: float = 0.5,
+        tls: ssl.SSLContext | None = None,
+        token: str | None = None,
     ) -> None:
+        self.tls = tls
+        self.token = token  # when set, requests must carry "Authorization: Bearer <token>"
         self.resources = [DEVICES, DEVICE_MODELS, *BUILTIN]
         if device_status:
             self.resources.append(DEVICE_STATUSES)
@@ -148,6 +153,8 @@ class FakeKubeAPI:
         self._stopping = False
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
@@ -177,16 +184,20 @@ class FakeKubeAPI:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
-    def kubeconfig(self, path: Any, token: str = "test-token-not-a-secret") -> Any:
+    def kubeconfig(self, path: Any, ca_file: Any = None) -> Any:
+        token = self.token or "test-token-not-a-secret"
+        cluster: Obj = {"server": self.url}
+        if ca_file is not None:
+            cluster["certificate-authority"] = str(ca_file)
         path.write_text(
             json.dumps(
                 {
                     "apiVersion": "v1",
                     "kind": "Config",
                     "current-context": "fake",
-                    "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+                    "clusters": [{"name": "fake", "cluster": cluster}],
                     "users": [{"name": "node", "user": {"token": token}}],
                     "contexts": [
                         {
@@ -559,6 +570,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         try:
+            self._check_token()
             if url.path in ("/api", "/apis") or (method == "GET" and _is_discovery(url.path)):
                 self._send(200, api.discovery(url.path))
                 return
@@ -568,6 +580,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._route(api, method, url.path, query, json.loads(raw) if raw else {})
         except ApiError as exc:
             self._send(exc.code, exc.status())
+
+    def _check_token(self) -> None:
+        token = self.server_api.token
+        scheme, _, given = (self.headers.get("Authorization") or "").partition(" ")
+        if token and (scheme.lower() != "bearer" or given != token):  # schemes are case-blind
+            raise ApiError(401, "Unauthorized", "Unauthorized")
 
     def _route(
         self, api: FakeKubeAPI, method: str, path: str, query: dict[str, list[str]], body: Obj

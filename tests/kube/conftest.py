@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 from kubernetes import client, config
@@ -27,7 +27,18 @@ class Cluster:
         self.kubeconfig = kubeconfig
         configuration = client.Configuration()
         config.load_kube_config(str(kubeconfig), client_configuration=configuration)
-        self.objects = client.CustomObjectsApi(client.ApiClient(configuration))
+        self._client = client.ApiClient(configuration)
+        self.objects = client.CustomObjectsApi(self._client)
+
+    def close(self) -> None:
+        self._client.close()
+        self._client.rest_client.pool_manager.clear()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     async def call(self, method: str, *args: Any) -> Any:
         return await asyncio.to_thread(getattr(self.objects, method), *args)
@@ -62,8 +73,11 @@ async def synced_node(settings: Settings) -> AsyncIterator[Node]:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    with FakeKubeAPI(bookmark_interval=0.2) as api:
-        yield Cluster(api, api.kubeconfig(tmp_path / "kubeconfig"))
+    with (
+        FakeKubeAPI(bookmark_interval=0.2) as api,
+        Cluster(api, api.kubeconfig(tmp_path / "kubeconfig")) as cluster,
+    ):
+        yield cluster
 
 
 @pytest.fixture

@@ -142,8 +142,10 @@ async def test_without_a_node_selector_the_node_selects_itself(tmp_path, caplog)
     from edgetwin.config import load_settings  # noqa: PLC0415
     from tests.kube.apiserver import FakeKubeAPI  # noqa: PLC0415
 
-    with FakeKubeAPI(node_selector=False, bookmark_interval=0.2) as api:
-        cluster = Cluster(api, api.kubeconfig(tmp_path / "kubeconfig"))
+    with (
+        FakeKubeAPI(node_selector=False, bookmark_interval=0.2) as api,
+        Cluster(api, api.kubeconfig(tmp_path / "kubeconfig")) as cluster,
+    ):
         node_name = unique("node")
         mine, theirs = unique("mine"), unique("theirs")
         await cluster.add_thermostat(mine, node_name)

@@ -140,8 +140,10 @@ async def test_forbidden_status_writes_are_logged_once_and_the_node_keeps_servin
 
 
 async def test_a_cluster_without_devicestatus_gets_device_status(tmp_path: Path) -> None:
-    with FakeKubeAPI(device_status=False, bookmark_interval=0.2) as api:
-        cluster = Cluster(api, api.kubeconfig(tmp_path / "kubeconfig"))
+    with (
+        FakeKubeAPI(device_status=False, bookmark_interval=0.2) as api,
+        Cluster(api, api.kubeconfig(tmp_path / "kubeconfig")) as cluster,
+    ):
         settings = load_settings(
             node={"name": unique("node"), "data_dir": str(tmp_path)},
             broker={"port": 0},

@@ -14,68 +14,15 @@ from edgetwin.errors import BrokerUnreachableError
 from edgetwin.mqtt import BrokerAddress, MqttConnection, request
 from edgetwin.node import Node
 from edgetwin.wire import topics
-from tests.support import mosquitto, thermostat, thermostat_model, unique
+from tests.support import make_certificates, mosquitto, thermostat, thermostat_model, unique
 
 SECRET = "pa55-word-for-tests"
-
-
-def _certificates(folder: Path) -> None:
-    """A CA, and a server certificate for 127.0.0.1 signed by it."""
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
-
-    openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=test-ca",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-    )
-    openssl(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    )
-    (folder / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
-    openssl(
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-        "-out",
-        "server.crt",
-    )
 
 
 @pytest.fixture(scope="module")
 def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
     folder = tmp_path_factory.mktemp("tls")
-    _certificates(folder)
+    make_certificates(folder)
     subprocess.run(
         ["mosquitto_passwd", "-b", "-c", str(folder / "passwd"), "node", SECRET],
         check=True,
@@ -148,7 +95,7 @@ async def test_untrusted_certificate_is_refused(
     port, _ = secure_broker
     other = tmp_path / "other"
     other.mkdir()
-    _certificates(other)
+    make_certificates(other)
     with pytest.raises(
         BrokerUnreachableError, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"
     ):

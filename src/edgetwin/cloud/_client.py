@@ -18,6 +18,7 @@ import orjson
 import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
+from kubernetes.config import incluster_config
 
 from edgetwin.cloud._errors import (
     ApiUnavailableError,
@@ -40,18 +41,31 @@ Obj = dict[str, Any]
 class KubeApi:
     """The DeviceModel, Device and DeviceStatus calls the sync needs."""
 
-    def __init__(self, *, kubeconfig: Path | None = None, in_cluster: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        kubeconfig: Path | None = None,
+        in_cluster: bool = False,
+        service_account_dir: Path = Path("/var/run/secrets/kubernetes.io/serviceaccount"),
+    ) -> None:
         configuration = client.Configuration()
         try:
-            if in_cluster:
-                config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            if in_cluster:  # KUBERNETES_SERVICE_HOST/PORT, and the pod's token and CA
+                incluster_config.InClusterConfigLoader(  # type: ignore[no-untyped-call]
+                    token_filename=str(service_account_dir / "token"),
+                    cert_filename=str(service_account_dir / "ca.crt"),
+                ).load_and_set(configuration)
             else:
                 config.load_kube_config(  # type: ignore[no-untyped-call]
                     config_file=str(kubeconfig) if kubeconfig else None,
                     client_configuration=configuration,
                 )
         except (config.ConfigException, OSError, ValueError) as exc:
-            source = "the in-cluster service account" if in_cluster else f"kubeconfig {kubeconfig}"
+            source = (
+                f"the service account in {service_account_dir}"
+                if in_cluster
+                else f"kubeconfig {kubeconfig}"
+            )
             raise CloudError(f"cannot load {source}: {exc}") from None
         configuration.retries = False  # the sync has its own backoff
         self.server = configuration.host

@@ -98,8 +98,10 @@ class StatusReporter:
                 self.counters.failures += 1
                 log.warning("status not written: %s; retrying in %.1f s", exc, delay)
                 wait, delay = delay, min(delay * 2, self.settings.retry_max_delay)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.store.outbox_written.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self.store.outbox_written.wait()
 
     async def _flush_due(self) -> float | None:
         """Write every due device; how long until the next one is due (None: none waits)."""

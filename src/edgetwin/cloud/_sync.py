@@ -48,7 +48,11 @@ class CloudSync:
 
     async def __aenter__(self) -> Self:
         settings = self.settings
-        self.api = KubeApi(kubeconfig=settings.kubeconfig, in_cluster=settings.in_cluster)
+        self.api = KubeApi(
+            kubeconfig=settings.kubeconfig,
+            in_cluster=settings.in_cluster,
+            service_account_dir=settings.service_account_dir,
+        )
         log.info("cloud sync with %s as node %s", self.api.server, self.node)
         self.reporter = StatusReporter(
             self.api, self.service.engine, self.service.store, self.settings

@@ -195,7 +195,8 @@ async def request(
     waiter = asyncio.create_task(wait_for_result(), name="mqtt-request")
     try:
         await mqtt.publish(topic, payload)
-        return await asyncio.wait_for(waiter, wait)
+        async with asyncio.timeout(wait):
+            return await waiter
     except TimeoutError:
         raise RequestError(
             f"no answer on {result_topic} within {wait:g} s (is the node running?)"
