@@ -27,6 +27,7 @@ port, and can be stopped and started again on the same port.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
 import json
@@ -35,7 +36,7 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
@@ -222,6 +223,16 @@ class FakeKubeAPI:
         with self._cond:
             self._compacted = self._rv
             self._events.clear()
+
+    async def until(self, condition: Callable[[], bool], timeout: float = 15.0) -> None:
+        """Until a condition on the server's state holds: woken by every write, not polled."""
+
+        def wait() -> None:
+            with self._cond:
+                if not self._cond.wait_for(condition, timeout):
+                    raise TimeoutError(f"the API server's state did not get there in {timeout:g} s")
+
+        await asyncio.to_thread(wait)
 
     def count(self, method: str, fragment: str) -> int:
         return sum(1 for m, path, _ in self.requests if m == method and fragment in path)

@@ -11,16 +11,8 @@ import pytest
 from edgetwin.config import Settings
 from edgetwin.node import Node
 from edgetwin.wire import topics
-from tests.kube.conftest import Cluster
+from tests.kube.conftest import Cluster, until
 from tests.support import Paho, thermostat, unique
-
-
-async def _until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    """Wait for a condition the node reaches through its own tasks (watch events)."""
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
-    assert condition(), what
 
 
 async def test_desired_change_in_the_cluster_reaches_mqtt_as_a_delta(
@@ -46,16 +38,16 @@ async def test_devices_of_other_nodes_are_not_taken(cluster: Cluster, cloud_node
     mine, theirs = unique("mine"), unique("theirs")
     await cluster.add_thermostat(mine, cloud_node.settings.node.name)
     await cluster.add_thermostat(theirs, "another-node")
-    await _until(lambda: f"default/{mine}" in cloud_node.engine.devices, "my device arrives")
+    await until(lambda: f"default/{mine}" in cloud_node.engine.devices, "my device arrives")
     assert f"default/{theirs}" not in cloud_node.engine.devices
 
 
 async def test_a_device_moved_to_another_node_leaves(cluster: Cluster, cloud_node: Node) -> None:
     name = unique("dev")
     await cluster.add_thermostat(name, cloud_node.settings.node.name)
-    await _until(lambda: f"default/{name}" in cloud_node.engine.devices, "device arrives")
+    await until(lambda: f"default/{name}" in cloud_node.engine.devices, "device arrives")
     await cluster.patch("devices", name, {"spec": {"nodeName": "another-node"}})
-    await _until(lambda: f"default/{name}" not in cloud_node.engine.devices, "device leaves")
+    await until(lambda: f"default/{name}" not in cloud_node.engine.devices, "device leaves")
 
 
 async def test_a_device_deleted_while_the_node_was_away_goes_after_reconnect(
@@ -98,7 +90,7 @@ async def test_outage_and_expired_watch_relist_without_losing_a_change(
     node_name = cloud_node.settings.node.name
     await cluster.add_thermostat(name, node_name, desired={"target": "20"})
     device = f"default/{name}"
-    await _until(lambda: device in cloud_node.engine.devices, "device arrives")
+    await until(lambda: device in cloud_node.engine.devices, "device arrives")
     assert cloud_node.cloud is not None
     relists = cloud_node.cloud.counters.relists
 
@@ -117,7 +109,7 @@ async def test_outage_and_expired_watch_relist_without_losing_a_change(
     cluster.api.compact()
     cluster.api.start()
 
-    await _until(
+    await until(
         lambda: cloud_node.engine.devices[device].twins["target"].desired == "31",
         "the change made during the outage arrives",
     )
@@ -130,7 +122,7 @@ async def test_forbidden_is_a_clear_log_line_and_the_node_keeps_serving(
 ) -> None:
     cluster.api.forbidden.add(("list", "devices"))
     async with Node(cloud_settings()) as node:
-        await _until(lambda: "does not allow" in caplog.text, "a log line about the Role")
+        await until(lambda: "does not allow" in caplog.text, "a log line about the Role")
         assert "devices in default: the node's Role does not allow it: 403" in caplog.text
         async with Paho(node.broker_port) as mqtt:
             topic = topics.membership_get_topic(node.settings.node.name)
@@ -160,5 +152,5 @@ async def test_without_a_node_selector_the_node_selects_itself(tmp_path, caplog)
             await node.cloud.wait_synced()
             assert set(node.engine.devices) == {f"default/{mine}"}
             await cluster.patch("devices", theirs, {"spec": {"nodeName": node_name}})
-            await _until(lambda: f"default/{theirs}" in node.engine.devices, "a device moved here")
+            await until(lambda: f"default/{theirs}" in node.engine.devices, "a device moved here")
     assert "selecting on this node" in caplog.text

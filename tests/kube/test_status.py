@@ -14,15 +14,8 @@ import pytest
 from edgetwin.config import Settings, load_settings
 from edgetwin.wire import topics
 from tests.kube.apiserver import DEVICE_STATUSES, DEVICES, FakeKubeAPI
-from tests.kube.conftest import Cluster, synced_node
+from tests.kube.conftest import Cluster, synced_node, until
 from tests.support import Paho, run_cli, unique
-
-
-async def _until(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.02)
-    assert condition(), what
 
 
 def _reported(obj: dict[str, Any] | None) -> dict[str, str]:
@@ -58,14 +51,13 @@ async def test_a_burst_becomes_a_handful_of_patches_and_the_status_is_exact(
     async with synced_node(settings) as node:
         assert node.cloud is not None
         await _burst(node.broker_port, f"default/{name}", range(1000))
-        await _until(
+        await cluster.api.until(
             lambda: (
                 _reported(cluster.api.get(DEVICE_STATUSES, "default", name)).get("count") == "999"
-            ),
-            "the last value reaches the cluster",
+            )
         )
         reporter = node.cloud.reporter
-        await _until(lambda: reporter.counters.outbox_depth == 0, "the sent rows are deleted")
+        await until(lambda: reporter.counters.outbox_depth == 0, "the sent rows are deleted")
         assert reporter.counters.created == 1
         stats = node.cloud.stats()
         assert stats["status_patches"] == reporter.counters.patches
@@ -102,7 +94,7 @@ async def test_api_down_while_reports_flow_then_the_cluster_converges(
         async with Paho(node.broker_port) as mqtt:
             await mqtt.subscribe(f"{state}/result")
             await mqtt.request(state, {"state": "online"})
-        await _until(
+        await until(
             lambda: node.cloud is not None and node.cloud.reporter.counters.failures > 0,
             "the reporter saw the API gone",
         )
@@ -117,8 +109,8 @@ async def test_api_down_while_reports_flow_then_the_cluster_converges(
                 and str(status.get("lastOnlineTime", "")).endswith("Z")
             )
 
-        await _until(converged, "the cluster has the edge's values and state")
-        await _until(
+        await cluster.api.until(converged)
+        await until(
             lambda: node.cloud is not None and node.cloud.reporter.counters.outbox_depth == 0,
             "the outbox is empty",
         )
@@ -133,7 +125,7 @@ async def test_forbidden_status_writes_are_logged_once_and_the_node_keeps_servin
     async with synced_node(settings) as node:
         assert node.cloud is not None
         await _burst(node.broker_port, f"default/{name}", range(3))
-        await _until(lambda: "Role does not allow" in caplog.text, "a clear log line")
+        await until(lambda: "Role does not allow" in caplog.text, "a clear log line")
         await _burst(node.broker_port, f"default/{name}", range(3, 6))
     assert caplog.text.count("Role does not allow") == 1
     assert f"status of default/{name} not written" in caplog.text
@@ -152,9 +144,8 @@ async def test_a_cluster_without_devicestatus_gets_device_status(tmp_path: Path)
         name = await _device_with_node(cluster, settings)
         async with synced_node(settings) as node:
             await _burst(node.broker_port, f"default/{name}", range(5))
-            await _until(
-                lambda: _reported(api.get(DEVICES, "default", name)).get("count") == "4",
-                "Device.status has the value",
+            await api.until(
+                lambda: _reported(api.get(DEVICES, "default", name)).get("count") == "4"
             )
             # our own status write came back as a watch event, and changed nothing here
             assert node.engine.devices[f"default/{name}"].twins["count"].reported == "4"
@@ -186,13 +177,10 @@ async def test_get_devices_shows_whether_the_cluster_has_caught_up(
         await _burst(node.broker_port, f"default/{name}", range(3))
         assert await cloud_column() == "pending"
         cluster.api.start()
-        await _until(
-            lambda: (
-                _reported(cluster.api.get(DEVICE_STATUSES, "default", name)).get("count") == "2"
-            ),
-            "caught up",
+        await cluster.api.until(
+            lambda: _reported(cluster.api.get(DEVICE_STATUSES, "default", name)).get("count") == "2"
         )
-        await _until(lambda: not node.engine.cloud_pending, "nothing pending")
+        await until(lambda: not node.engine.cloud_pending, "nothing pending")
         assert await cloud_column() == "synced"
 
 
@@ -204,12 +192,11 @@ async def test_status_requests_stay_within_the_node_rate_limit(
     async with synced_node(settings) as node:
         for name in names:  # each device's first write: GET, GET, POST, PATCH
             await _burst(node.broker_port, f"default/{name}", range(1))
-        await _until(
+        await cluster.api.until(
             lambda: all(
                 _reported(cluster.api.get(DEVICE_STATUSES, "default", n)).get("count") == "0"
                 for n in names
             ),
-            "every device reported",
             timeout=30,
         )
     times = [

@@ -14,7 +14,6 @@ from typing import Any
 from edgetwin.cli import _client
 from edgetwin.config import Settings, load_settings
 from edgetwin.errors import EdgetwinError
-from edgetwin.node import run_node
 
 log = logging.getLogger("edgetwin")
 
@@ -109,6 +108,9 @@ async def _run(settings: Settings) -> None:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
+    # Imported here: apply/get/set need neither the broker nor the store.
+    from edgetwin.node import run_node  # noqa: PLC0415
+
     await run_node(settings, stop=stop)
 
 

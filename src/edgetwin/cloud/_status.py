@@ -42,7 +42,6 @@ Obj = dict[str, Any]
 class StatusCounters:
     patches: int = 0
     created: int = 0
-    rows_sent: int = 0
     outbox_depth: int = 0
     failures: int = 0
 
@@ -131,7 +130,6 @@ class StatusReporter:
             self._next[device] = time.monotonic() + self.settings.status_interval
             await self.store.write(WriteBatch(outbox_sent=device_rows))
             self.engine.cloud_pending.discard(device)
-            self.counters.rows_sent += len(device_rows)
             self.counters.outbox_depth -= len(device_rows)
         return max(0.0, min(later) - time.monotonic()) if later else None
 

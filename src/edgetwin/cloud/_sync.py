@@ -85,6 +85,7 @@ class CloudSync:
         watch, status = self.counters, self.reporter.counters
         marked = self.service.engine.cloud_updates
         return {
+            "lists": watch.lists,
             "watch_requests": watch.watch_requests,
             "watch_restarts": watch.watch_restarts,
             "relists": watch.relists,

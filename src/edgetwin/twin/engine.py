@@ -19,6 +19,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from edgetwin.config import TwinSettings
+from edgetwin.errors import EdgetwinError
+from edgetwin.twin.manifests import parse_document
 from edgetwin.twin.state import DeviceRecord, DeviceTwin, PropertyTwin
 from edgetwin.twin.store.rows import (
     DeviceRow,
@@ -31,6 +33,7 @@ from edgetwin.twin.store.rows import (
 from edgetwin.twin.values import InvalidValueError, PropertyRule
 from edgetwin.wire import topics
 from edgetwin.wire.messages import (
+    ApplyRequest,
     BadRequestError,
     Code,
     MembershipGetRequest,
@@ -43,7 +46,7 @@ from edgetwin.wire.messages import (
     parse_request,
 )
 from edgetwin.wire.names import split_device_id
-from edgetwin.wire.resources import Device, DeviceModel
+from edgetwin.wire.resources import Device, DeviceModel, Resource
 from edgetwin.wire.spec import merge_spec
 
 log = logging.getLogger(__name__)
@@ -159,7 +162,7 @@ class TwinEngine:
                 case topics.RequestKind.MEMBERSHIP_GET:
                     return self._membership_get(request, payload)
                 case topics.RequestKind.NODE_APPLY:
-                    return self._unsupported(request)
+                    return self._apply_request(request, payload)
         except BadRequestError as exc:
             log.warning("rejected %s on %s: %s", request.kind.value, request.topic, exc.reason)
             self.rejected[exc.code] += 1
@@ -172,10 +175,6 @@ class TwinEngine:
             raise BadRequestError(
                 f"payload of {len(payload)} bytes is over the limit of {limit}", Code.TOO_LARGE
             )
-
-    def _unsupported(self, request: topics.Request) -> Outcome:
-        result = error_result("", Code.BAD_REQUEST, f"{request.kind.value} is not a twin request")
-        return Outcome(publications=[self.reply(request.result_topic, result)])
 
     def _device(self, request: topics.Request, event_id: str) -> DeviceTwin:
         try:
@@ -320,6 +319,42 @@ class TwinEngine:
         return Outcome(publications=[self.reply(request.result_topic, encode(body))])
 
     # --- resources (manifests, the cloud) ---------------------------------------------------
+
+    def apply_resources(self, resources: list[Resource]) -> Outcome:
+        """Apply resources, models first; errors are collected, one line each."""
+        outcome = Outcome()
+        for resource in sorted(resources, key=lambda r: not isinstance(r, DeviceModel)):
+            if isinstance(resource, DeviceModel):
+                outcome.extend(self.apply_model(resource))
+            elif isinstance(resource, Device):
+                outcome.extend(self.apply_device(resource))
+            else:
+                outcome.errors.append(
+                    f"DeviceStatus {resource.metadata.name}: written by the node, not applied"
+                )
+        for error in outcome.errors:
+            log.warning("apply: %s", error)
+        return outcome
+
+    def _apply_request(self, request: topics.Request, payload: bytes) -> Outcome:
+        """``edgetwin apply`` over MQTT: what parses is applied, the rest reported."""
+        message = parse_request(ApplyRequest, payload)
+        resources: list[Resource] = []
+        errors: list[str] = []
+        for index, document in enumerate(message.documents):
+            try:
+                resources.append(parse_document(document, f"documents[{index}]"))
+            except EdgetwinError as exc:
+                errors.append(str(exc))
+        outcome = self.apply_resources(resources)
+        body = {
+            "event_id": message.event_id,
+            "timestamp": now_ms(),
+            "applied": [f"{r.kind} {r.metadata.namespace}/{r.metadata.name}" for r in resources],
+            "errors": errors + outcome.errors,
+        }
+        outcome.publications.append(self.reply(request.result_topic, encode(body)))
+        return outcome
 
     def apply_model(self, model: DeviceModel) -> Outcome:
         """Add or replace a DeviceModel; its devices' twins follow it."""

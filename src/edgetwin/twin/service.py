@@ -22,21 +22,12 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol, Self
 
-from edgetwin.errors import BrokerUnreachableError, EdgetwinError, StoreError
+from edgetwin.errors import BrokerUnreachableError, StoreError
 from edgetwin.tasks import start_guarded
 from edgetwin.twin.engine import Outcome, Publication, TwinEngine
-from edgetwin.twin.manifests import parse_document
 from edgetwin.twin.store import Store
 from edgetwin.wire import topics
-from edgetwin.wire.messages import (
-    ApplyRequest,
-    BadRequestError,
-    encode,
-    error_result,
-    now_ms,
-    parse_request,
-)
-from edgetwin.wire.resources import Device, DeviceModel, Resource
+from edgetwin.wire.resources import Resource
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +69,6 @@ class TwinService:
         self._tasks: list[asyncio.Task[None]] = []
         self._drained = asyncio.Event()
         self._drained.set()
-        self.handled = 0
 
     async def __aenter__(self) -> Self:
         first = self._connect()
@@ -108,7 +98,7 @@ class TwinService:
 
     async def apply(self, resources: list[Resource]) -> list[str]:
         """Apply resources (models first), wait for the commit; the errors, one line each."""
-        outcome = self._apply_outcome(resources)
+        outcome = self.engine.apply_resources(resources)
         await self._dispatch(outcome)
         return outcome.errors
 
@@ -118,46 +108,6 @@ class TwinService:
         for device_id in device_ids:
             outcome.extend(self.engine.remove_device(device_id))
         await self._dispatch(outcome)
-
-    def _apply_outcome(self, resources: list[Resource]) -> Outcome:
-        outcome = Outcome()
-        for resource in sorted(resources, key=lambda r: not isinstance(r, DeviceModel)):
-            if isinstance(resource, DeviceModel):
-                outcome.extend(self.engine.apply_model(resource))
-            elif isinstance(resource, Device):
-                outcome.extend(self.engine.apply_device(resource))
-            else:
-                outcome.errors.append(
-                    f"DeviceStatus {resource.metadata.name}: written by the node, not applied"
-                )
-        for error in outcome.errors:
-            log.warning("apply: %s", error)
-        return outcome
-
-    def _handle_apply(self, request: topics.Request, payload: bytes) -> Outcome:
-        try:
-            message = parse_request(ApplyRequest, payload)
-        except BadRequestError as exc:
-            failed = error_result(exc.event_id, exc.code, exc.reason)
-            return Outcome(publications=[self.engine.reply(request.result_topic, failed)])
-        resources: list[Resource] = []
-        errors: list[str] = []
-        for index, document in enumerate(message.documents):
-            try:
-                resources.append(parse_document(document, f"documents[{index}]"))
-            except EdgetwinError as exc:
-                errors.append(str(exc))
-        outcome = self._apply_outcome(resources)
-        errors += outcome.errors
-        names = [f"{type(r).__name__} {r.metadata.namespace}/{r.metadata.name}" for r in resources]
-        body = {
-            "event_id": message.event_id,
-            "timestamp": now_ms(),
-            "applied": names,
-            "errors": errors,
-        }
-        outcome.publications.append(self.engine.reply(request.result_topic, encode(body)))
-        return outcome
 
     # --- serving ----------------------------------------------------------------------------
 
@@ -198,12 +148,7 @@ class TwinService:
         request = topics.parse_request_topic(topic)
         if request is None:
             return
-        self.handled += 1
-        if request.kind is topics.RequestKind.NODE_APPLY:
-            outcome = self._handle_apply(request, payload)
-        else:
-            outcome = self.engine.handle(request, payload)
-        self._enqueue(outcome)
+        self._enqueue(self.engine.handle(request, payload))
 
     def _enqueue(self, outcome: Outcome) -> asyncio.Future[None]:
         self.engine.announce_membership(outcome)
@@ -237,7 +182,8 @@ class TwinService:
         """Publish the oldest outcome once committed (its own frame, so nothing outlives it)."""
         future, outcome = self._outbound[0]
         try:
-            await asyncio.wait((future,))  # never cancels the future, never raises its error
+            if not future.done():  # usually done: the whole batch committed together
+                await asyncio.wait((future,))  # never cancels the future, never raises its error
         finally:
             self._outbound.popleft()
         if future.cancelled() or future.exception() is not None:

@@ -22,7 +22,6 @@ from pydantic import (
 )
 
 DeviceState = Literal["online", "offline", "ok", "unhealthy", "unknown"]
-DEVICE_STATES: tuple[str, ...] = ("online", "offline", "ok", "unhealthy", "unknown")
 
 
 class Code(IntEnum):
@@ -33,7 +32,6 @@ class Code(IntEnum):
     NOT_FOUND = 404
     TOO_LARGE = 413
     STORE_FAILED = 500
-    UNAVAILABLE = 503
 
 
 def now_ms() -> int:

@@ -53,7 +53,6 @@ class Store:
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self.commits = 0
-        self.rows_written = 0
         self.outbox_written = asyncio.Event()
         """Set after a commit that queued rows for the cluster."""
         self.failed_devices: set[str] = set()
@@ -126,8 +125,8 @@ class Store:
 
     async def outbox(self) -> list[OutboxRow]:
         """What the cluster has not seen yet, oldest first."""
-        rows = await self._all("SELECT device, field, value, updated_ms FROM outbox")
-        return sorted((OutboxRow(*row) for row in rows), key=lambda r: r.updated_ms)
+        rows = await self._all("SELECT * FROM outbox ORDER BY updated_ms")
+        return [OutboxRow(*row) for row in rows]
 
     async def _all(self, sql: str) -> list[Any]:
         async with self.db.execute(sql) as cursor:
@@ -175,7 +174,6 @@ class Store:
 
     def _succeed(self, group: list[_Pending], merged: WriteBatch) -> None:
         self.commits += 1
-        self.rows_written += len(merged)
         if merged.outbox:
             self.outbox_written.set()
         for _, future in group:
