@@ -229,6 +229,30 @@ def thermostat(
     )
 
 
+def device_manifest(
+    name: str,
+    model: str,
+    protocol: str,
+    config: dict[str, Any],
+    properties: list[dict[str, Any]] | None = None,
+) -> Device:
+    """A Device in the default namespace with its protocol config (and property settings)."""
+    spec: dict[str, Any] = {
+        "deviceModelRef": {"name": model},
+        "protocol": {"protocolName": protocol, "configData": config},
+    }
+    if properties:
+        spec["properties"] = properties
+    return Device.model_validate(
+        {
+            "apiVersion": "devices.kubeedge.io/v1beta1",
+            "kind": "Device",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": spec,
+        }
+    )
+
+
 def env_without_edgetwin() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("EDGETWIN_")}
 

@@ -135,6 +135,10 @@ class Settings(_Section):
     manifests: Path | None = Field(
         None, description="A folder or file of Device/DeviceModel YAML loaded at start."
     )
+    mappers: list[str] = Field(
+        default_factory=list,
+        description="Protocol mappers to run inside the node, by protocol (e.g. [modbus, mqtt]).",
+    )
 
     @property
     def database_path(self) -> Path:

@@ -1,12 +1,11 @@
 """A whole edge node as one async context manager: store, broker, twin service, manifests.
 
-``edgetwin run`` is a thin wrapper over :func:`run_node`; tests and other
-programs embed :class:`Node` directly.
+``edgetwin run`` serves a :class:`Node` until a signal; tests and other
+programs embed it the same way.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import ctypes.util
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Self
 from edgetwin.broker import EmbeddedBroker
 from edgetwin.config import Settings
 from edgetwin.errors import ManifestError
+from edgetwin.mappers import MapperRuntime, load_mapper
 from edgetwin.mqtt import BrokerAddress, MqttConnection
 from edgetwin.twin import Store, TwinEngine, TwinLink, TwinService, load_manifests
 
@@ -41,6 +41,7 @@ class Node:
         self.store: Store
         self.service: TwinService
         self.cloud: CloudSync | None = None
+        self.mappers: dict[str, MapperRuntime] = {}
 
     async def __aenter__(self) -> Self:
         settings = self.settings
@@ -83,6 +84,14 @@ class Node:
             )
             if settings.manifests:
                 await self._apply_manifests(settings.manifests)
+            for protocol in settings.mappers:
+                runtime = MapperRuntime(
+                    load_mapper(protocol),
+                    self.broker_address(),
+                    node=settings.node.name,
+                    reconnect_max_delay=settings.broker.reconnect_max_delay,
+                )
+                self.mappers[protocol] = await stack.enter_async_context(runtime)
             if settings.cloud.enabled:
                 # Imported only here: the kubernetes client costs ~11 MB of memory.
                 from edgetwin.cloud import CloudSync  # noqa: PLC0415
@@ -106,6 +115,16 @@ class Node:
         errors = await self.service.apply(load_manifests(path))
         if errors:
             raise ManifestError(f"{path}: {errors[0]}")
+
+    def broker_address(self) -> BrokerAddress:
+        """Where clients in this process (the mappers) reach the broker."""
+        address = BrokerAddress.from_settings(self.settings.broker, port=self.broker_port)
+        if address.host in ("0.0.0.0", "::", ""):  # noqa: S104 - a listen address, not ours
+            return BrokerAddress.from_settings(
+                self.settings.broker.model_copy(update={"host": "127.0.0.1"}),
+                port=self.broker_port,
+            )
+        return address
 
     def _mqtt_connection(self) -> MqttConnection:
         """The twin's client of an external broker: a persistent session, so the broker
@@ -150,17 +169,3 @@ def release_free_memory() -> None:
     trim = getattr(libc, "malloc_trim", None)
     if trim is not None:
         trim(0)
-
-
-async def run_node(
-    settings: Settings,
-    *,
-    ready: asyncio.Event | None = None,
-    stop: asyncio.Event | None = None,
-) -> None:
-    """Run a node until ``stop`` is set (forever if None)."""
-    stop = stop or asyncio.Event()
-    async with Node(settings):
-        if ready is not None:
-            ready.set()
-        await stop.wait()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Coroutine
 from typing import Any
@@ -14,6 +15,15 @@ def start_guarded(coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Ta
     task = asyncio.create_task(coroutine, name=name)
     task.add_done_callback(_log_crash)
     return task
+
+
+async def stop_task(task: asyncio.Task[None] | None) -> None:
+    """Cancel a task and wait until it has finished."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:

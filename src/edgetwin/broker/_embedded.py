@@ -11,15 +11,20 @@ with ``$`` (its reading of MQTT-4.7.2-1, a SHOULD in the standard). KubeEdge's
 twin API lives under ``$hw/``, and mosquitto and EMQX allow it, so
 :class:`_KubeEdgeBroker` lets ``$hw/`` publications through amqtt's usual
 path (events, topic ACL, broadcast, retain) and leaves every other topic to
-amqtt. amqtt is pinned to the version this was written against.
+amqtt. Two amqtt bugs are fixed on the way: a new client was sent the
+retained messages of every filter any client had subscribed to, and a client
+that reset its connection left its socket open. amqtt is pinned to the
+version this was written against.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 from typing import Any, Self
 
+from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import Action
 from amqtt.errors import BrokerError
@@ -33,12 +38,45 @@ log = logging.getLogger(__name__)
 KUBEEDGE_PREFIX = "$hw/"
 
 
+class _ClosingWriter(StreamWriterAdapter):  # type: ignore[misc]
+    """amqtt's stream writer, whose close also closes the socket when the peer is gone.
+
+    amqtt drains before closing; when the client has already reset the
+    connection the drain raises and amqtt never closes the transport, which
+    leaks the socket.
+    """
+
+    async def close(self) -> None:
+        try:
+            await super().close()
+        finally:
+            self._writer.close()
+
+
 class _KubeEdgeBroker(Broker):  # type: ignore[misc]
     """amqtt's broker, allowing client publications under ``$hw/``, with in-process links."""
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
         self._links: list[LocalConnection] = []
+
+    async def stream_connected(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
+    ) -> None:
+        await self._client_connected(
+            listener_name, StreamReaderAdapter(reader), _ClosingWriter(writer)
+        )
+
+    async def _publish_retained_messages_for_subscription(
+        self,
+        subscription: tuple[str, int],
+        session: Any,  # noqa: ANN401 - amqtt's Session
+    ) -> None:
+        # On connect amqtt offers a client the retained messages of every filter anyone has
+        # subscribed to; only the client's own subscriptions should get them.
+        subscribers = self._subscriptions.get(subscription[0], [])
+        if any(s.client_id == session.client_id for s, _ in subscribers):
+            await super()._publish_retained_messages_for_subscription(subscription, session)
 
     # --- the LocalBroker protocol -----------------------------------------------------------
 

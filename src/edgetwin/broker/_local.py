@@ -10,10 +10,11 @@ broker and the twin sharing one core, that halves amqtt's work per update.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol, Self
+
+from edgetwin.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,7 @@ class LocalConnection:
         self._broker.detach(self)
         if self._sender is not None:
             await self._outgoing.join()  # what was published before closing still goes out
-            self._sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sender
+            await stop_task(self._sender)
 
     def wants(self, topic: str) -> bool:
         return any(self._broker.matches(topic, f) for f in self._filters)
@@ -80,8 +79,9 @@ class LocalConnection:
             try:
                 if retain:
                     await self._broker.retain(topic, payload, qos)
-                if payload or not retain:  # an empty retained message only clears
-                    await self._broker.broadcast(topic, payload, qos)
+                # An empty retained message clears the topic and still reaches subscribers
+                # (MQTT-3.3.1-10): that is how a mapper learns a device was removed.
+                await self._broker.broadcast(topic, payload, qos)
             except Exception:
                 log.exception("local publish to %s failed", topic)
             finally:

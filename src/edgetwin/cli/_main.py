@@ -7,7 +7,8 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,26 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--namespace", action="append", help="a namespace to follow (repeatable; default: default)"
     )
+    run.add_argument(
+        "--mapper", action="append", metavar="PROTOCOL", help="run this mapper too (repeatable)"
+    )
+
+    mapper = commands.add_parser(
+        "mapper", parents=[common], help="run one protocol mapper against a broker"
+    )
+    mapper.add_argument("protocol", help="the mapper's protocol, e.g. modbus or mqtt")
+
+    simulate = commands.add_parser("simulate", help="run a simulated device")
+    devices = simulate.add_subparsers(dest="device", required=True)
+    thermostat = devices.add_parser("thermostat", help="a Modbus TCP thermostat")
+    thermostat.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    thermostat.add_argument("--port", type=int, default=5020, help="Modbus TCP port")
+    thermostat.add_argument("--unit", type=int, default=1, help="Modbus slave id")
+    sensor = devices.add_parser(
+        "mqtt-sensor", parents=[common], help="a JSON sensor on MQTT (Zigbee2MQTT style)"
+    )
+    sensor.add_argument("--name", default="sensor-01", help="the zigbee2mqtt/<name> topics")
+    sensor.add_argument("--interval", type=float, default=1.0, help="seconds between readings")
 
     apply = commands.add_parser(
         "apply", parents=[common, client], help="add or update devices/models"
@@ -58,9 +79,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
-    if args.node:
+    if getattr(args, "node", None):
         overrides.setdefault("node", {})["name"] = args.node
-    if args.broker:
+    if getattr(args, "broker", None):
         host, _, port = args.broker.rpartition(":")
         if not host or not port.isdigit():
             raise EdgetwinError(f"--broker must be HOST:PORT, not {args.broker!r}")
@@ -75,7 +96,9 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides.setdefault("cloud", {})["kubeconfig"] = str(args.kubeconfig)
     if getattr(args, "namespace", None):
         overrides.setdefault("cloud", {})["namespaces"] = args.namespace
-    return load_settings(args.config, **overrides)
+    if getattr(args, "mapper", None):
+        overrides["mappers"] = args.mapper
+    return load_settings(getattr(args, "config", None), **overrides)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -83,8 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = _settings(args)
         _configure_logging(settings.log.level)
-        if args.command == "run":
-            asyncio.run(_run(settings))
+        if args.command in _SERVICES:
+            asyncio.run(_serve_until_signal(_SERVICES[args.command](args, settings)))
         else:
             asyncio.run(_client.run_command(args, settings))
     except EdgetwinError as exc:
@@ -95,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-async def _run(settings: Settings) -> None:
+async def _serve_until_signal(service: AbstractAsyncContextManager[object]) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -108,10 +131,44 @@ async def _run(settings: Settings) -> None:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
-    # Imported here: apply/get/set need neither the broker nor the store.
-    from edgetwin.node import run_node  # noqa: PLC0415
+    async with service:
+        await stop.wait()
 
-    await run_node(settings, stop=stop)
+
+# The long-running commands. Imported when run: apply/get/set need none of them.
+
+
+def _node(_args: argparse.Namespace, settings: Settings) -> AbstractAsyncContextManager[object]:
+    from edgetwin.node import Node  # noqa: PLC0415
+
+    return Node(settings)
+
+
+def _mapper(args: argparse.Namespace, settings: Settings) -> AbstractAsyncContextManager[object]:
+    from edgetwin.mappers import MapperRuntime, load_mapper  # noqa: PLC0415
+    from edgetwin.mqtt import BrokerAddress  # noqa: PLC0415
+
+    return MapperRuntime(
+        load_mapper(args.protocol),
+        BrokerAddress.from_settings(settings.broker),
+        node=settings.node.name,
+        reconnect_max_delay=settings.broker.reconnect_max_delay,
+    )
+
+
+def _simulator(args: argparse.Namespace, settings: Settings) -> AbstractAsyncContextManager[object]:
+    from edgetwin.mqtt import BrokerAddress  # noqa: PLC0415
+    from edgetwin.simulate import MqttSensorSimulator, ThermostatSimulator  # noqa: PLC0415
+
+    if args.device == "thermostat":
+        return ThermostatSimulator(args.host, args.port, unit=args.unit)
+    address = BrokerAddress.from_settings(settings.broker)
+    return MqttSensorSimulator(address, args.name, args.interval)
+
+
+_SERVICES: dict[
+    str, Callable[[argparse.Namespace, Settings], AbstractAsyncContextManager[object]]
+] = {"run": _node, "mapper": _mapper, "simulate": _simulator}
 
 
 def _configure_logging(level: str) -> None:
@@ -122,3 +179,5 @@ def _configure_logging(level: str) -> None:
     )
     for noisy in ("amqtt", "transitions", "aiosqlite", "mqtt"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # pymodbus logs every timeout as an error; the mapper reports devices going offline itself.
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)

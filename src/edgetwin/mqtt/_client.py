@@ -143,6 +143,12 @@ class MqttConnection:
         except aiomqtt.MqttError as exc:
             raise BrokerUnreachableError(f"subscribe at {self.address} failed: {exc}") from None
 
+    async def unsubscribe(self, filters: Sequence[str]) -> None:
+        try:
+            await self.client.unsubscribe(list(filters))
+        except aiomqtt.MqttError as exc:
+            raise BrokerUnreachableError(f"unsubscribe at {self.address} failed: {exc}") from None
+
     async def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
         """Publish and, for QoS 1, wait for the broker's acknowledgement."""
         try:

@@ -481,7 +481,7 @@ class TwinEngine:
         protocol = twin.device.protocol_name(twin.model)
         if twin.model is not None and protocol:
             try:
-                merged = merge_spec(twin.device.device(), twin.model)
+                merged = merge_spec(twin.device.device(), twin.model, self.node)
             except ValidationError as exc:
                 log.warning("device %s has no usable spec: %s", twin.id, exc)
             else:

@@ -17,13 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol, Self
 
 from edgetwin.errors import BrokerUnreachableError, StoreError
-from edgetwin.tasks import start_guarded
+from edgetwin.mqtt import serve_reconnecting
+from edgetwin.tasks import start_guarded, stop_task
 from edgetwin.twin.engine import Outcome, Publication, TwinEngine
 from edgetwin.twin.store import Store
 from edgetwin.wire import topics
@@ -86,13 +86,9 @@ class TwinService:
 
     async def __aexit__(self, *exc_info: object) -> None:
         serve, publish = self._tasks
-        serve.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await serve
+        await stop_task(serve)
         await self._drained.wait()  # let committed results go out before we disconnect
-        publish.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await publish
+        await stop_task(publish)
 
     # --- resources --------------------------------------------------------------------------
 
@@ -120,27 +116,19 @@ class TwinService:
         log.info("twin API connected to %s as node %s", mqtt.address, self.engine.node)
 
     async def _serve(self, first: TwinLink) -> None:
-        mqtt: TwinLink | None = first
-        delay = 0.1
-        while True:
-            try:
-                if mqtt is None:
-                    mqtt = self._connect()
-                    await mqtt.__aenter__()
-                    await self._on_connect(mqtt)
-                delay = 0.1
-                async for topic, payload in mqtt.messages():
-                    await self._on_message(topic, payload)
-            except BrokerUnreachableError as exc:
-                log.warning("%s; retrying in %.1f s", exc, delay)
-            finally:
-                self.connected.clear()
-                self._mqtt = None
-                if mqtt is not None:
-                    await mqtt.__aexit__(None, None, None)
-                mqtt = None
-            await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # noqa: S311 - jitter
-            delay = min(delay * 2, self.reconnect_max_delay)
+        await serve_reconnecting(
+            first,
+            self._connect,
+            on_connect=self._on_connect,
+            on_message=self._on_message,
+            on_disconnect=self._on_disconnect,
+            max_delay=self.reconnect_max_delay,
+            name="twin API",
+        )
+
+    def _on_disconnect(self) -> None:
+        self.connected.clear()
+        self._mqtt = None
 
     async def _on_message(self, topic: str, payload: bytes) -> None:
         if self.store.failed_devices:

@@ -126,10 +126,12 @@ def _event_id_of(payload: bytes) -> str:
     return event_id if isinstance(event_id, str) and len(event_id) <= 256 else ""
 
 
+def error_body(event_id: str, code: int, reason: str) -> dict[str, Any]:
+    return {"event_id": event_id, "timestamp": now_ms(), "code": int(code), "reason": reason}
+
+
 def error_result(event_id: str, code: int, reason: str) -> bytes:
-    return orjson.dumps(
-        {"event_id": event_id, "timestamp": now_ms(), "code": int(code), "reason": reason}
-    )
+    return orjson.dumps(error_body(event_id, code, reason))
 
 
 def encode(message: dict[str, Any]) -> bytes:

@@ -41,15 +41,19 @@ class DeviceSpecMessage(BaseModel):
     namespace: str
     name: str
     model: str
-    node: str | None
+    node: str | None = None
     protocol: str
     protocol_config: dict[str, Any]
     properties: list[PropertySpec]
     methods: list[dict[str, Any]] = []
 
 
-def merge_spec(device: Device, model: DeviceModel) -> DeviceSpecMessage:
-    """Merge a device with its model; only properties the model defines are kept."""
+def merge_spec(device: Device, model: DeviceModel, node: str | None = None) -> DeviceSpecMessage:
+    """Merge a device with its model; only properties the model defines are kept.
+
+    ``node`` is the node serving the device (its ``nodeName`` if not given), so
+    mappers on a broker shared by several nodes serve only their own node's devices.
+    """
     by_name = {p.name: p for p in device.spec.properties}
     properties = []
     for model_prop in model.spec.properties:
@@ -79,7 +83,7 @@ def merge_spec(device: Device, model: DeviceModel) -> DeviceSpecMessage:
         namespace=device.metadata.namespace,
         name=device.metadata.name,
         model=model.metadata.name,
-        node=device.spec.node_name,
+        node=node or device.spec.node_name,
         protocol=device.protocol_name(model) or "",
         protocol_config={
             **(model.spec.protocol_config_data or {}),

@@ -111,3 +111,25 @@ def spec_topic(protocol: str, device: str) -> str:
 
 def spec_filter(protocol: str) -> str:
     return f"{MAPPER_PREFIX}/{protocol}/+/+/spec"
+
+
+def spec_result_topic(protocol: str, device: str) -> str:
+    """A mapper's answer to a device's spec: accepted, or why its config cannot be used."""
+    return f"{spec_topic(protocol, device)}/result"
+
+
+def delta_result_topic(device: str) -> str:
+    """A mapper's error for a desired value it could not write to the device."""
+    return f"{delta_topic(device)}/result"
+
+
+DELTA_FILTER = f"{DEVICE_PREFIX}/+/+/twin/update/delta"
+TWIN_GET_RESULT_FILTER = f"{DEVICE_PREFIX}/+/+/twin/get/result"
+
+
+def device_of(topic: str, prefix: str, suffix: str) -> str | None:
+    """The ``<namespace>/<name>`` between prefix and suffix, if the topic has that shape."""
+    if not topic.startswith(prefix + "/") or not topic.endswith("/" + suffix):
+        return None
+    middle = topic[len(prefix) + 1 : -len(suffix) - 1]
+    return middle if middle.count("/") == 1 else None

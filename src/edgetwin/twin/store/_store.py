@@ -21,6 +21,7 @@ from typing import Any, Self
 import aiosqlite
 
 from edgetwin.errors import StoreError
+from edgetwin.tasks import stop_task
 from edgetwin.twin.store.rows import OutboxRow, Snapshot, StoredDevice, WriteBatch
 from edgetwin.twin.store.schema import MIGRATIONS, SCHEMA_VERSION
 
@@ -77,9 +78,7 @@ class Store:
     async def __aexit__(self, *exc_info: object) -> None:
         if self._writer is not None:
             await self.flush()
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+            await stop_task(self._writer)
         await self._close_db()
 
     async def _close_db(self) -> None:

@@ -1,0 +1,162 @@
+"""The Modbus mapper: devices on Modbus TCP and RTU, one channel per connection."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from edgetwin.mappers.modbus.channel import WRITE, Channel, Endpoint, slave_id
+from edgetwin.mappers.modbus.plan import ReadRange, plan_reads
+from edgetwin.mappers.modbus.visitor import Register, Visitor
+from edgetwin.mappers.plugin import (
+    DeviceConfigError,
+    DeviceDriver,
+    DeviceSink,
+    Mapper,
+    PropertyError,
+)
+from edgetwin.wire.spec import DeviceSpecMessage, PropertySpec
+
+
+class ModbusMapper(Mapper):
+    """``modbus``: KubeEdge's Modbus protocol and visitor config."""
+
+    protocol: ClassVar[str] = "modbus"
+
+    def __init__(
+        self,
+        *,
+        coalesce: bool = True,
+        timeout: float = 1.0,
+        retries: int = 1,
+        reconnect_max_delay: float = 10.0,
+    ) -> None:
+        self.coalesce = coalesce
+        self.timeout = timeout
+        self.retries = retries
+        self.reconnect_max_delay = reconnect_max_delay
+        self.channels: dict[Endpoint, Channel] = {}
+
+    async def open(self, spec: DeviceSpecMessage, sink: DeviceSink) -> DeviceDriver:
+        del sink  # Modbus devices are polled
+        endpoint = Endpoint.parse(spec.protocol_config)
+        unit = slave_id(spec.protocol_config)
+        visitors: dict[str, Visitor] = {}
+        for prop in spec.properties:
+            try:
+                visitors[prop.name] = Visitor.parse(prop.visitors, prop.type)
+            except DeviceConfigError as exc:
+                raise DeviceConfigError(
+                    f"property {prop.name}: visitors.configData.{exc}"
+                ) from None
+        if endpoint.serial_port is not None:
+            self._check_line(endpoint)
+        channel = self.channels.get(endpoint)
+        if channel is None:
+            channel = Channel(
+                endpoint,
+                timeout=self.timeout,
+                retries=self.retries,
+                reconnect_max_delay=self.reconnect_max_delay,
+            )
+            self.channels[endpoint] = channel
+        channel.users += 1
+        return ModbusDevice(self, channel, unit, visitors)
+
+    def _check_line(self, endpoint: Endpoint) -> None:
+        """Devices on one serial line must agree on its settings."""
+        for other in self.channels:
+            if other.serial_port == endpoint.serial_port and other != endpoint:
+                raise DeviceConfigError(
+                    f"protocol: {endpoint.serial_port} is already open with other line settings "
+                    f"({other.baudrate} baud, {other.bytesize}{other.parity}{other.stopbits})"
+                )
+
+    async def release(self, channel: Channel) -> None:
+        channel.users -= 1
+        if channel.users <= 0:
+            self.channels.pop(channel.endpoint, None)
+            await channel.close()
+
+    async def stop(self) -> None:
+        for channel in list(self.channels.values()):
+            await channel.close()
+        self.channels.clear()
+
+
+class ModbusDevice(DeviceDriver):
+    """One slave on a channel."""
+
+    def __init__(
+        self, mapper: ModbusMapper, channel: Channel, unit: int, visitors: dict[str, Visitor]
+    ) -> None:
+        self._mapper = mapper
+        self.channel = channel
+        self.unit = unit
+        self.visitors = visitors
+
+    async def read(self, properties: Sequence[PropertySpec]) -> dict[str, str | PropertyError]:
+        due = [(p.name, self.visitors[p.name]) for p in properties if p.name in self.visitors]
+        values: dict[str, str | PropertyError] = {}
+        for read in plan_reads(due, coalesce=self._mapper.coalesce):
+            try:
+                items = await self._read(read)
+            except PropertyError as exc:
+                for name, _ in read.members:
+                    values[name] = exc
+                continue
+            for name, visitor in read.members:
+                try:
+                    values[name] = visitor.decode(read.items_of(visitor, items))
+                except PropertyError as exc:
+                    values[name] = exc
+        return values
+
+    async def _read(self, read: ReadRange) -> list[int] | list[bool]:
+        unit, start, count = self.unit, read.start, read.count
+        match read.register:
+            case Register.COIL:
+                response = await self.channel.call(
+                    lambda c: c.read_coils(start, count=count, device_id=unit)
+                )
+                return list(response.bits[:count])
+            case Register.DISCRETE_INPUT:
+                response = await self.channel.call(
+                    lambda c: c.read_discrete_inputs(start, count=count, device_id=unit)
+                )
+                return list(response.bits[:count])
+            case Register.HOLDING:
+                response = await self.channel.call(
+                    lambda c: c.read_holding_registers(start, count=count, device_id=unit)
+                )
+            case Register.INPUT:
+                response = await self.channel.call(
+                    lambda c: c.read_input_registers(start, count=count, device_id=unit)
+                )
+        if len(response.registers) < count:
+            raise PropertyError(f"asked for {count} registers, got {len(response.registers)}")
+        return list(response.registers)
+
+    async def write(self, prop: PropertySpec, value: str) -> None:
+        visitor = self.visitors.get(prop.name)
+        if visitor is None or not visitor.register.writable:
+            where = visitor.register.value if visitor else "no register"
+            raise PropertyError(f"{prop.name} is in a {where}, which cannot be written")
+        encoded = visitor.encode(value)
+        unit, address = self.unit, visitor.offset
+        if isinstance(encoded, bool):
+            await self.channel.call(
+                lambda c: c.write_coil(address, encoded, device_id=unit), priority=WRITE
+            )
+        elif len(encoded) == 1:
+            word = encoded[0]
+            await self.channel.call(
+                lambda c: c.write_register(address, word, device_id=unit), priority=WRITE
+            )
+        else:  # a multi-register value in one request, never torn in half
+            await self.channel.call(
+                lambda c: c.write_registers(address, encoded, device_id=unit), priority=WRITE
+            )
+
+    async def close(self) -> None:
+        await self._mapper.release(self.channel)

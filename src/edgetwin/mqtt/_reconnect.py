@@ -1,0 +1,61 @@
+"""Serving a broker connection forever: reconnect with jittered exponential backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol, Self, TypeVar
+
+from edgetwin.errors import BrokerUnreachableError
+
+log = logging.getLogger(__name__)
+
+
+class Link(Protocol):
+    """A connection to a broker, or an in-process link to the embedded one."""
+
+    async def __aenter__(self) -> Self: ...
+    async def __aexit__(self, *exc_info: object) -> None: ...
+    def messages(self) -> AsyncIterator[tuple[str, bytes]]: ...
+
+
+LinkT = TypeVar("LinkT", bound=Link)
+
+
+async def serve_reconnecting(
+    first: LinkT | None,
+    connect: Callable[[], LinkT],
+    *,
+    on_connect: Callable[[LinkT], Awaitable[None]],
+    on_message: Callable[[str, bytes], Awaitable[None]],
+    on_disconnect: Callable[[], None],
+    max_delay: float,
+    name: str,
+) -> None:
+    """Hand every message to ``on_message``; on loss, connect again and call ``on_connect``.
+
+    ``first`` is a link already connected (and announced); the loop owns and closes it.
+    """
+    link = first
+    delay = 0.1
+    while True:
+        try:
+            if link is None:
+                link = connect()
+                await link.__aenter__()
+                await on_connect(link)
+                log.info("%s connected again", name)
+            delay = 0.1
+            async for topic, payload in link.messages():
+                await on_message(topic, payload)
+        except BrokerUnreachableError as exc:
+            log.warning("%s: %s; retrying in %.1f s", name, exc, delay)
+        finally:
+            on_disconnect()
+            if link is not None:
+                await link.__aexit__(None, None, None)
+            link = None
+        await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # noqa: S311 - jitter
+        delay = min(delay * 2, max_delay)

@@ -1,0 +1,202 @@
+"""A real pymodbus server for the mapper tests: over TCP, or RTU on a socat pseudo-terminal pair."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.client.base import ModbusBaseClient
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.server.base import ModbusBaseServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from edgetwin.wire.resources import Device, DeviceModel
+from tests.support import device_manifest, drain, free_port, wait_for_line
+
+COILS, DISCRETE, HOLDING, INPUT = 1, 2, 3, 4  # function codes naming the tables
+
+
+def slave(unit: int) -> SimDevice:
+    """A slave with 16 coils, 16 discrete inputs and 32 holding and input registers, all zero."""
+    bits = [SimData(0, count=1, values=False, datatype=DataType.BITS)]
+    return SimDevice(
+        unit,
+        simdata=(
+            bits,
+            [SimData(0, count=1, values=False, datatype=DataType.BITS)],
+            [SimData(0, count=32, values=0, datatype=DataType.REGISTERS)],
+            [SimData(0, count=32, values=0, datatype=DataType.REGISTERS)],
+        ),
+    )
+
+
+class Slaves:
+    """A running server and a client of the test's own to look at its registers."""
+
+    def __init__(self, server: ModbusBaseServer, client: ModbusBaseClient | None = None) -> None:
+        self.server = server
+        self.client = client
+        """TCP only: a serial line has one master, the mapper."""
+
+    async def get(self, table: int, address: int, count: int = 1, unit: int = 1) -> list[Any]:
+        return list(await self.server.async_getValues(unit, table, address, count))
+
+    async def set(self, table: int, address: int, values: list[Any], unit: int = 1) -> None:
+        await self.server.async_setValues(unit, table, address, values)
+
+
+@contextlib.asynccontextmanager
+async def tcp_slaves(
+    port: int | None = None, units: tuple[int, ...] = (1,)
+) -> AsyncIterator[Slaves]:
+    port = port or free_port()
+    server = ModbusTcpServer([slave(u) for u in units], address=("127.0.0.1", port))
+    await server.serve_forever(background=True)
+    client = AsyncModbusTcpClient("127.0.0.1", port=port, reconnect_delay=0)
+    await client.connect()
+    try:
+        yield Slaves(server, client)
+    finally:
+        client.close()
+        await server.shutdown()  # type: ignore[no-untyped-call]
+
+
+@contextlib.contextmanager
+def pty_pair(folder: Path) -> Iterator[tuple[str, str]]:
+    """Two linked pseudo-terminals from socat: (the device's end, the mapper's end)."""
+    socat = shutil.which("socat")
+    if socat is None:
+        raise RuntimeError("socat is not installed: run scripts/test, which installs it")
+    device_end, mapper_end = folder / "tty-device", folder / "tty-mapper"
+    proc = subprocess.Popen(
+        [
+            socat,
+            "-d",
+            "-d",
+            f"pty,raw,echo=0,link={device_end}",
+            f"pty,raw,echo=0,link={mapper_end}",
+        ],
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_line(proc, re.compile("starting data transfer loop"), 10.0)
+        drain(proc)
+        yield str(device_end), str(mapper_end)
+    finally:
+        proc.terminate()
+        proc.wait(5)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+@contextlib.asynccontextmanager
+async def rtu_slaves(device_end: str, units: tuple[int, ...] = (1,)) -> AsyncIterator[Slaves]:
+    server = ModbusSerialServer([slave(u) for u in units], port=device_end, baudrate=115200)
+    await server.serve_forever(background=True)
+    try:
+        yield Slaves(server)
+    finally:
+        await server.shutdown()  # type: ignore[no-untyped-call]
+
+
+def modbus_model(name: str) -> DeviceModel:
+    """A model with one property of each register kind and several data types."""
+
+    def prop(name: str, kind: str, mode: str, config: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "name": name,
+            "type": kind,
+            "accessMode": mode,
+            "visitors": {"protocolName": "modbus", "configData": config},
+        }
+
+    return DeviceModel.model_validate(
+        {
+            "apiVersion": "devices.kubeedge.io/v1beta1",
+            "kind": "DeviceModel",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {
+                "protocol": "modbus",
+                "properties": [
+                    prop(
+                        "setpoint",
+                        "FLOAT",
+                        "ReadWrite",
+                        {
+                            "register": "HoldingRegister",
+                            "offset": 0,
+                            "scale": 0.1,
+                            "dataType": "int",
+                        },
+                    ),
+                    prop(
+                        "ratio",
+                        "FLOAT",
+                        "ReadWrite",
+                        {
+                            "register": "HoldingRegister",
+                            "offset": 1,
+                            "dataType": "float",
+                            "isRegisterSwap": True,
+                        },
+                    ),
+                    prop(
+                        "label",
+                        "STRING",
+                        "ReadWrite",
+                        {
+                            "register": "HoldingRegister",
+                            "offset": 4,
+                            "limit": 4,
+                            "dataType": "string",
+                        },
+                    ),
+                    prop(
+                        "counter",
+                        "INT",
+                        "ReadOnly",
+                        {"register": "InputRegister", "offset": 2, "limit": 2, "dataType": "uint"},
+                    ),
+                    prop(
+                        "relay", "BOOLEAN", "ReadWrite", {"register": "CoilRegister", "offset": 0}
+                    ),
+                    prop(
+                        "alarm",
+                        "BOOLEAN",
+                        "ReadOnly",
+                        {"register": "DiscreteInputRegister", "offset": 0},
+                    ),
+                ],
+            },
+        }
+    )
+
+
+def modbus_device(
+    name: str,
+    model: str,
+    protocol: dict[str, Any],
+    *,
+    cycle_ms: int = 100,
+    visitors: dict[str, dict[str, Any]] | None = None,
+) -> Device:
+    properties = [
+        {
+            "name": p,
+            "collectCycle": cycle_ms,
+            "reportCycle": cycle_ms,
+            **(
+                {"visitors": {"protocolName": "modbus", "configData": visitors[p]}}
+                if visitors and p in visitors
+                else {}
+            ),
+        }
+        for p in ("setpoint", "ratio", "label", "counter", "relay", "alarm")
+    ]
+    return device_manifest(name, model, "modbus", protocol, properties)

@@ -1,0 +1,69 @@
+"""Watching a device on the broker the way any MQTT client can: what its mapper reports."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Self
+
+import orjson
+
+from edgetwin.wire import topics
+from tests.support import Paho
+
+
+class DeviceWatch:
+    """A paho client following one device's topics; waits are awaited messages, never sleeps."""
+
+    def __init__(self, port: int, device: str, protocol: str = "modbus") -> None:
+        self.device = device
+        self.protocol = protocol
+        self.paho = Paho(port)
+        self.reported: dict[str, str] = {}
+        self.states: list[str] = []
+        self.seen: dict[str, list[dict[str, Any]]] = {}
+
+    async def __aenter__(self) -> Self:
+        await self.paho.__aenter__()
+        await self.paho.subscribe(
+            f"$hw/events/device/{self.device}/#",
+            f"$hw/events/mapper/{self.protocol}/{self.device}/#",
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.paho.__aexit__(*exc)
+
+    def set(self, **desired: str) -> None:
+        twin = {name: {"expected": {"value": value}} for name, value in desired.items()}
+        self.paho.publish(topics.twin_update_topic(self.device), {"event_id": "test", "twin": twin})
+
+    async def _next(self, timeout: float) -> tuple[str, dict[str, Any]]:
+        topic, payload, _ = await asyncio.wait_for(self.paho.messages.get(), timeout)
+        body = orjson.loads(payload) if payload else {}
+        self.seen.setdefault(topic.rsplit(self.device, 1)[-1], []).append(body)
+        if topic == topics.twin_update_topic(self.device) and body.get("event_id") != "test":
+            for name, sides in body.get("twin", {}).items():
+                if "actual" in sides:
+                    self.reported[name] = sides["actual"]["value"]
+        if topic == topics.state_update_topic(self.device):
+            self.states.append(body["state"])
+        return topic, body
+
+    async def until_reported(self, timeout: float = 15.0, **values: str) -> None:
+        """Until the mapper has reported these actual values (its latest report of each)."""
+        async with asyncio.timeout(timeout):
+            while any(self.reported.get(k) != v for k, v in values.items()):
+                await self._next(timeout)
+
+    async def until_state(self, state: str, timeout: float = 15.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not self.states or self.states[-1] != state:
+                await self._next(timeout)
+
+    async def until_message(self, suffix: str, timeout: float = 15.0) -> dict[str, Any]:
+        """The next message on ``<device prefix>/<device>/<suffix>``."""
+        async with asyncio.timeout(timeout):
+            while True:
+                topic, body = await self._next(timeout)
+                if topic.endswith(f"{self.device}/{suffix}"):
+                    return body
