@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, Self
 
 import orjson
@@ -49,16 +50,18 @@ class DeviceWatch:
             self.states.append(body["state"])
         return topic, body
 
-    async def until_reported(self, timeout: float = 15.0, **values: str) -> None:
-        """Until the mapper has reported these actual values (its latest report of each)."""
+    async def until(self, done: Callable[[], bool], timeout: float = 15.0) -> None:
+        """Until what the device's messages said so far makes ``done()`` true."""
         async with asyncio.timeout(timeout):
-            while any(self.reported.get(k) != v for k, v in values.items()):
+            while not done():
                 await self._next(timeout)
 
+    async def until_reported(self, timeout: float = 15.0, **values: str) -> None:
+        """Until the mapper has reported these actual values (its latest report of each)."""
+        await self.until(lambda: all(self.reported.get(k) == v for k, v in values.items()), timeout)
+
     async def until_state(self, state: str, timeout: float = 15.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not self.states or self.states[-1] != state:
-                await self._next(timeout)
+        await self.until(lambda: bool(self.states) and self.states[-1] == state, timeout)
 
     async def until_message(self, suffix: str, timeout: float = 15.0) -> dict[str, Any]:
         """The next message on ``<device prefix>/<device>/<suffix>``."""

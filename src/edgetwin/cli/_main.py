@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     thermostat.add_argument("--host", default="127.0.0.1", help="address to listen on")
     thermostat.add_argument("--port", type=int, default=5020, help="Modbus TCP port")
     thermostat.add_argument("--unit", type=int, default=1, help="Modbus slave id")
+    thermostat.add_argument(
+        "--start", type=float, default=18.0, help="room temperature at start, degrees C"
+    )
     sensor = devices.add_parser(
         "mqtt-sensor", parents=[common], help="a JSON sensor on MQTT (Zigbee2MQTT style)"
     )
@@ -161,7 +164,7 @@ def _simulator(args: argparse.Namespace, settings: Settings) -> AbstractAsyncCon
     from edgetwin.simulate import MqttSensorSimulator, ThermostatSimulator  # noqa: PLC0415
 
     if args.device == "thermostat":
-        return ThermostatSimulator(args.host, args.port, unit=args.unit)
+        return ThermostatSimulator(args.host, args.port, unit=args.unit, start=args.start)
     address = BrokerAddress.from_settings(settings.broker)
     return MqttSensorSimulator(address, args.name, args.interval)
 

@@ -1,0 +1,223 @@
+"""Modbus mapper: time from a desired value set over MQTT to the register written, and Modbus
+requests per second for 100 devices polled with read coalescing on and off.
+
+Latency: a node (embedded amqtt) and the Modbus mapper in this process, a pymodbus server in
+this process too; paho publishes ``twin/update`` with an expected value and the server's
+write hook stops the clock. Polling: 100 slaves (8 adjacent holding registers each, read as
+8 properties every ``collectCycle`` of 100 ms) behind one Modbus TCP connection, the way a
+gateway serves a line; the server runs in its own process. Run:
+``.venv/bin/python -m bench.mappers [--samples N] [--seconds S]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import multiprocessing
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from pymodbus.server import ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+from tests.mappers.modbus_support import slave
+from tests.support import Paho, device_manifest, free_port
+
+from edgetwin.config import load_settings
+from edgetwin.mappers import MapperRuntime
+from edgetwin.mappers.modbus import ModbusMapper
+from edgetwin.mappers.plugin import DeviceDriver, DeviceSink, PropertyError
+from edgetwin.node import Node
+from edgetwin.wire import topics
+from edgetwin.wire.resources import DeviceModel
+from edgetwin.wire.spec import DeviceSpecMessage, PropertySpec
+
+REGISTERS = 8
+DEVICES = 100
+
+
+def _model(name: str, registers: int) -> DeviceModel:
+    properties = [
+        {
+            "name": f"r{i}",
+            "type": "INT",
+            "accessMode": "ReadWrite",
+            "visitors": {"configData": {"register": "HoldingRegister", "offset": i}},
+        }
+        for i in range(registers)
+    ]
+    return DeviceModel.model_validate(
+        {
+            "apiVersion": "devices.kubeedge.io/v1beta1",
+            "kind": "DeviceModel",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"protocol": "modbus", "properties": properties},
+        }
+    )
+
+
+def _cycles(registers: int, ms: int) -> list[dict[str, Any]]:
+    return [{"name": f"r{i}", "collectCycle": ms, "reportCycle": ms} for i in range(registers)]
+
+
+async def _node(folder: str) -> Node:
+    settings = load_settings(
+        node={"name": "bench", "data_dir": folder},
+        broker={"port": 0},
+        store={"synchronous": "NORMAL"},
+    )
+    return await Node(settings).__aenter__()
+
+
+async def latency(samples: int) -> list[float]:
+    """Milliseconds from publishing a desired value to the register write at the device."""
+    port = free_port()
+    written: asyncio.Queue[tuple[int, float]] = asyncio.Queue()
+
+    async def on_access(
+        function_code: int, _start: int, address: int, _count: int, _regs: Any, values: Any
+    ) -> None:
+        if function_code == 6 and address == 0 and values:
+            written.put_nowait((int(values[0]), time.perf_counter()))
+
+    regs = [SimData(0, count=REGISTERS, values=0, datatype=DataType.REGISTERS)]
+    bits = [SimData(0, count=1, values=False, datatype=DataType.BITS)]
+    device = SimDevice(1, simdata=(bits, bits, regs, regs), action=on_access)
+    server = ModbusTcpServer([device], address=("127.0.0.1", port))
+    await server.serve_forever(background=True)
+    out = []
+    with tempfile.TemporaryDirectory() as folder:
+        node = await _node(folder)
+        try:
+            config = {"ip": "127.0.0.1", "port": port, "slaveID": 1}
+            await node.service.apply(
+                [
+                    _model("lat", 1),
+                    device_manifest("lat-1", "lat", "modbus", config, _cycles(1, 1000)),
+                ]
+            )
+            runtime = MapperRuntime(ModbusMapper(), node.broker_address(), node="bench")
+            async with runtime, Paho(node.broker_port) as client:
+                update = topics.twin_update_topic("default/lat-1")
+                for i in range(samples + 10):
+                    value = 100 + i % 500
+                    started = time.perf_counter()
+                    client.publish(update, {"twin": {"r0": {"expected": {"value": str(value)}}}})
+                    while True:
+                        got, when = await asyncio.wait_for(written.get(), 10)
+                        if got == value:
+                            break
+                    if i >= 10:  # the first few warm up connections and caches
+                        out.append((when - started) * 1000)
+        finally:
+            await node.__aexit__(None, None, None)
+            await server.shutdown()
+    return out
+
+
+def _serve_slaves(port: int, ready: Any) -> None:
+    logging.disable(logging.CRITICAL)
+
+    async def main() -> None:
+        server = ModbusTcpServer(
+            [slave(u) for u in range(1, DEVICES + 1)], address=("127.0.0.1", port)
+        )
+        await server.serve_forever(background=True)
+        ready.set()
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+class _Counting(ModbusMapper):
+    """The Modbus mapper, counting the property values its devices read."""
+
+    def __init__(self, *, coalesce: bool) -> None:
+        super().__init__(coalesce=coalesce, timeout=2.0)
+        self.values_read = 0
+
+    async def open(self, spec: DeviceSpecMessage, sink: DeviceSink) -> DeviceDriver:
+        driver = await super().open(spec, sink)
+        counter = self
+        read = driver.read
+
+        async def counting_read(props: Sequence[PropertySpec]) -> dict[str, str | PropertyError]:
+            values = await read(props)
+            counter.values_read += sum(1 for v in values.values() if isinstance(v, str))
+            return values
+
+        driver.read = counting_read  # type: ignore[method-assign]
+        return driver
+
+
+async def polling(*, coalesce: bool, seconds: float) -> tuple[float, float]:
+    """Modbus requests per second on the wire, and property values read per second."""
+    port = free_port()
+    ready = multiprocessing.get_context("spawn").Event()
+    server = multiprocessing.get_context("spawn").Process(
+        target=_serve_slaves, args=(port, ready), daemon=True
+    )
+    server.start()
+    ready.wait(30)
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            node = await _node(folder)
+            try:
+                resources: list[Any] = [_model("poll", REGISTERS)]
+                for unit in range(1, DEVICES + 1):
+                    config = {"ip": "127.0.0.1", "port": port, "slaveID": unit}
+                    cycles = _cycles(REGISTERS, 100)
+                    resources.append(device_manifest(f"p-{unit}", "poll", "modbus", config, cycles))
+                await node.service.apply(resources)
+                mapper = _Counting(coalesce=coalesce)
+                async with MapperRuntime(mapper, node.broker_address(), node="bench"):
+                    while len(mapper.channels) < 1 or mapper.values_read == 0:
+                        await asyncio.sleep(0.1)
+                    await asyncio.sleep(1.0)  # every device polling
+                    channel = next(iter(mapper.channels.values()))
+                    requests, values = channel.requests, mapper.values_read
+                    started = time.perf_counter()
+                    await asyncio.sleep(seconds)
+                    elapsed = time.perf_counter() - started
+                    return (
+                        (channel.requests - requests) / elapsed,
+                        (mapper.values_read - values) / elapsed,
+                    )
+            finally:
+                await node.__aexit__(None, None, None)
+    finally:
+        server.terminate()
+        server.join()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    logging.disable(logging.WARNING)
+    lat = sorted(await latency(args.samples))
+    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+    print(f"desired over MQTT -> register written, {len(lat)} samples:")
+    print("| p50 ms | p99 ms | max ms |\n| ---: | ---: | ---: |")
+    print(f"| {statistics.median(lat):.1f} | {p99:.1f} | {lat[-1]:.1f} |\n")
+    demand = DEVICES * REGISTERS * 10
+    print(
+        f"{DEVICES} devices x {REGISTERS} registers every 100 ms "
+        f"({demand:,} values/s asked), one TCP connection, {args.seconds:g} s:"
+    )
+    print("| coalescing | Modbus requests/s | values read/s | values per request |")
+    print("| --- | ---: | ---: | ---: |")
+    for coalesce in (True, False):
+        requests, values = await polling(coalesce=coalesce, seconds=args.seconds)
+        print(
+            f"| {'on' if coalesce else 'off'} | {requests:,.0f} | {values:,.0f} | "
+            f"{values / requests if requests else 0:.1f} |"
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
