@@ -6,12 +6,14 @@ import contextlib
 import re
 import shutil
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.client.base import ModbusBaseClient
+from pymodbus.exceptions import NoSuchIdException
+from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.server.base import ModbusBaseServer
 from pymodbus.simulator import DataType, SimData, SimDevice
@@ -53,10 +55,14 @@ class Slaves:
 
 @contextlib.asynccontextmanager
 async def tcp_slaves(
-    port: int | None = None, units: tuple[int, ...] = (1,)
+    port: int | None = None,
+    units: tuple[int, ...] = (1,),
+    trace_pdu: Callable[[bool, ModbusPDU], ModbusPDU] | None = None,
 ) -> AsyncIterator[Slaves]:
     port = port or free_port()
-    server = ModbusTcpServer([slave(u) for u in units], address=("127.0.0.1", port))
+    server = ModbusTcpServer(
+        [slave(u) for u in units], address=("127.0.0.1", port), trace_pdu=trace_pdu
+    )
     await server.serve_forever(background=True)
     client = AsyncModbusTcpClient("127.0.0.1", port=port, reconnect_delay=0)
     await client.connect()
@@ -95,9 +101,39 @@ def pty_pair(folder: Path) -> Iterator[tuple[str, str]]:
             proc.stderr.close()
 
 
+class _SilentForAbsentSlaves:
+    """pymodbus 3.16's datastore raises KeyError for a slave id it does not have, which the
+    server answers with an exception; NoSuchIdException makes it stay silent, as a bus does."""
+
+    def __init__(self, core: Any) -> None:
+        self.core = core
+
+    def device_ids(self) -> list[int]:
+        return list(self.core.device_ids())
+
+    def _check(self, unit: int) -> None:
+        if unit not in self.core.devices:
+            raise NoSuchIdException(f"no slave {unit}")
+
+    async def async_getValues(self, unit: int, *args: Any) -> Any:  # noqa: N802
+        self._check(unit)
+        return await self.core.async_getValues(unit, *args)
+
+    async def async_setValues(self, unit: int, *args: Any) -> Any:  # noqa: N802
+        self._check(unit)
+        return await self.core.async_setValues(unit, *args)
+
+
 @contextlib.asynccontextmanager
 async def rtu_slaves(device_end: str, units: tuple[int, ...] = (1,)) -> AsyncIterator[Slaves]:
-    server = ModbusSerialServer([slave(u) for u in units], port=device_end, baudrate=115200)
+    """Slaves on a serial line; as on a real bus, no one answers for a slave id not there."""
+    server = ModbusSerialServer(
+        [slave(u) for u in units],
+        port=device_end,
+        baudrate=115200,
+        ignore_missing_devices=True,
+    )
+    server.context = _SilentForAbsentSlaves(server.context)
     await server.serve_forever(background=True)
     try:
         yield Slaves(server)
@@ -184,13 +220,17 @@ def modbus_device(
     protocol: dict[str, Any],
     *,
     cycle_ms: int = 100,
+    cycles: dict[str, tuple[int, int]] | None = None,
     visitors: dict[str, dict[str, Any]] | None = None,
 ) -> Device:
+    """A device of :func:`modbus_model`; ``cycles`` gives some properties their own
+    (collectCycle, reportCycle)."""
+    cycles = cycles or {}
     properties = [
         {
             "name": p,
-            "collectCycle": cycle_ms,
-            "reportCycle": cycle_ms,
+            "collectCycle": cycles.get(p, (cycle_ms, cycle_ms))[0],
+            "reportCycle": cycles.get(p, (cycle_ms, cycle_ms))[1],
             **(
                 {"visitors": {"protocolName": "modbus", "configData": visitors[p]}}
                 if visitors and p in visitors

@@ -7,13 +7,16 @@ to the twin with paho and looks at the device with its own Modbus client
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import itertools
 import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pymodbus.pdu import ModbusPDU
 
 from edgetwin.mappers import MapperRuntime
 from edgetwin.mappers.modbus import ModbusMapper
@@ -179,21 +182,30 @@ async def test_a_value_the_register_cannot_hold_gets_an_error_result(node: Node)
         assert await slaves.get(HOLDING, 4, 1) == [0x6F6B]
 
 
-async def test_slaves_on_one_serial_line_share_it(node: Node, tmp_path: Path) -> None:
+@contextlib.asynccontextmanager
+async def two_on_one_line(
+    node: Node, tmp_path: Path, units: tuple[int, ...], ids: tuple[int, int]
+) -> AsyncIterator[tuple[Slaves, MapperRuntime, DeviceWatch, DeviceWatch]]:
+    """Slaves ``units`` on one pty line and two devices with ``ids`` on it, each watched."""
     with pty_pair(tmp_path) as (device_end, mapper_end):
-        async with rtu_slaves(device_end, units=(1, 2)) as slaves, modbus_mapper(node) as runtime:
+        async with rtu_slaves(device_end, units=units) as slaves, modbus_mapper(node) as runtime:
             line = {"serialPort": mapper_end, "baudRate": 115200}
-            first = await _apply(node, {**line, "slaveID": 1})
-            second = await _apply(node, {**line, "slaveID": 2})
+            first = await _apply(node, {**line, "slaveID": ids[0]})
+            second = await _apply(node, {**line, "slaveID": ids[1]})
             async with (
                 DeviceWatch(node.broker_port, first) as one,
                 DeviceWatch(node.broker_port, second) as two,
             ):
-                one.set(setpoint="11")
-                two.set(setpoint="22")
-                await one.until_reported(setpoint="11")
-                await two.until_reported(setpoint="22")
-            assert len(runtime.mapper.channels) == 1  # type: ignore[attr-defined]
+                yield slaves, runtime, one, two
+
+
+async def test_slaves_on_one_serial_line_share_it(node: Node, tmp_path: Path) -> None:
+    async with two_on_one_line(node, tmp_path, (1, 2), (1, 2)) as (slaves, runtime, one, two):
+        one.set(setpoint="11")
+        two.set(setpoint="22")
+        await one.until_reported(setpoint="11")
+        await two.until_reported(setpoint="22")
+        assert len(runtime.mapper.channels) == 1  # type: ignore[attr-defined]
         assert await slaves.get(HOLDING, 0, unit=1) == [110]
         assert await slaves.get(HOLDING, 0, unit=2) == [220]
 
@@ -204,3 +216,55 @@ async def _twin(node: Node, device: str) -> dict[str, Any]:
 
 async def _twin_state(node: Node, device: str) -> str:
     return node.engine.devices[device].state
+
+
+async def test_a_silent_slave_is_offline_while_its_line_mate_works(
+    node: Node, tmp_path: Path
+) -> None:
+    async with two_on_one_line(node, tmp_path, (1,), (1, 9)) as (slaves, _, here, gone):
+        await gone.until_state("offline")
+        here.set(setpoint="7.5")
+        await here.until_reported(setpoint="7.5")
+        assert "offline" not in here.states
+        assert await slaves.get(HOLDING, 0) == [75]
+        assert await _twin_state(node, gone.device) == "offline"
+
+
+async def test_properties_are_polled_every_collect_cycle(node: Node) -> None:
+    reads: dict[int, int] = {}
+    enough = asyncio.Event()
+
+    def count(sending: bool, pdu: ModbusPDU) -> ModbusPDU:
+        if not sending and pdu.function_code == 3:  # holding registers, as asked of the server
+            reads[pdu.address] = reads.get(pdu.address, 0) + 1
+            if reads.get(0, 0) >= 20:
+                enough.set()
+        return pdu
+
+    port = free_port()
+    async with tcp_slaves(port, trace_pdu=count), modbus_mapper(node):
+        slow = dict.fromkeys(("ratio", "label", "counter", "relay", "alarm"), (500, 500))
+        await _apply(node, {"ip": "127.0.0.1", "port": port}, cycles=slow)
+        await asyncio.wait_for(enough.wait(), 15)  # setpoint at 0, every 100 ms
+        fast, label = reads[0], reads.get(4, 0)
+    # 20 reads of the 100 ms property take ~2 s: the 500 ms one is read ~4 times.
+    assert 2 <= label <= 7, reads
+    assert fast >= 2.5 * label, reads
+
+
+async def test_reports_come_at_most_every_report_cycle(node: Node) -> None:
+    port = free_port()
+    async with tcp_slaves(port) as slaves, modbus_mapper(node):
+        device = await _apply(
+            node, {"ip": "127.0.0.1", "port": port}, cycles={"counter": (50, 500)}
+        )
+        async with DeviceWatch(node.broker_port, device) as watch:
+            await watch.until_reported(counter="0")
+            for value in range(1, 31):  # the device's counter changes every 50 ms for 1.5 s
+                await slaves.set(INPUT, 2, [0, value])
+                await asyncio.sleep(0.05)
+            await watch.until_reported(counter="30")  # the last value still arrives
+        times = watch.report_times["counter"]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert len(times) >= 3
+        assert min(gaps) >= 490, gaps  # ms, by the mapper's own timestamps

@@ -111,8 +111,8 @@ async def online_sensor(node: Node) -> AsyncIterator[tuple[JsonDevice, DeviceWat
         yield device, watch
 
 
-async def _apply(node: Node, **protocol: str) -> str:
-    model, name = unique("model"), unique("sensor")
+async def _apply(node: Node, name: str = "", **protocol: str) -> str:
+    model, name = unique("model"), name or unique("sensor")
     assert await node.service.apply([sensor_model(model), sensor(name, model, **protocol)]) == []
     return name
 
@@ -164,16 +164,17 @@ async def test_topic_wildcards_in_the_config_are_refused(node: Node) -> None:
 
 async def test_removed_device_is_no_longer_served(node: Node) -> None:
     async with mqtt_mapper(node) as runtime:
-        name = await _apply(node)
+        name, other = unique("sensor"), unique("sensor")
         device_id = f"default/{name}"
         async with DeviceWatch(node.broker_port, device_id, "mqtt") as watch:
+            await _apply(node, name)
             await watch.until_message("spec/result")
             assert device_id in runtime.devices
             await node.service.remove([device_id])
             spec = await watch.until_message("spec")
             assert spec == {}  # the retained spec cleared
         # The runtime handles messages in order: once it answers a later spec, the removal is done.
-        other = await _apply(node)
         async with DeviceWatch(node.broker_port, f"default/{other}", "mqtt") as watch:
+            await _apply(node, other)
             await watch.until_message("spec/result")
         assert device_id not in runtime.devices

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -30,8 +31,11 @@ PLUGIN = Path(__file__).parents[2] / "examples" / "mapper-plugin"
 
 @pytest.fixture(scope="module")
 def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The example package installed into a folder of its own (not into the test venv)."""
+    """The example package installed into a folder of its own (not into the test venv),
+    built from a copy so the build leaves nothing in the source tree."""
     target = tmp_path_factory.mktemp("plugin")
+    source = tmp_path_factory.mktemp("plugin-source") / "mapper-plugin"
+    shutil.copytree(PLUGIN, source)
     subprocess.run(
         [
             sys.executable,
@@ -44,7 +48,7 @@ def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--no-build-isolation",
             "--target",
             str(target),
-            str(PLUGIN),
+            str(source),
         ],
         check=True,
         capture_output=True,

@@ -20,7 +20,11 @@ class DeviceWatch:
         self.protocol = protocol
         self.paho = Paho(port)
         self.reported: dict[str, str] = {}
+        """Each property's actual value as the twin stored it (from its update documents)."""
+        self.report_times: dict[str, list[int]] = {}
+        """When the mapper sent each property's reports (its ``timestamp``, epoch ms)."""
         self.states: list[str] = []
+        """The device states the twin stored, in order."""
         self.seen: dict[str, list[dict[str, Any]]] = {}
 
     async def __aenter__(self) -> Self:
@@ -29,6 +33,8 @@ class DeviceWatch:
             f"$hw/events/device/{self.device}/#",
             f"$hw/events/mapper/{self.protocol}/{self.device}/#",
         )
+        # What the twin held before the watch began: its answer comes in order with what follows.
+        self.paho.publish(topics.twin_get_topic(self.device), {"event_id": "watch"})
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -45,9 +51,18 @@ class DeviceWatch:
         if topic == topics.twin_update_topic(self.device) and body.get("event_id") != "test":
             for name, sides in body.get("twin", {}).items():
                 if "actual" in sides:
+                    self.report_times.setdefault(name, []).append(body["timestamp"])
+        if topic == topics.twin_get_topic(self.device) + "/result" and "twin" in body:
+            for name, sides in body["twin"].items():
+                if "actual" in sides:
                     self.reported[name] = sides["actual"]["value"]
-        if topic == topics.state_update_topic(self.device):
             self.states.append(body["state"])
+        if topic == topics.document_topic(self.device):
+            for name, versions in body.get("twin", {}).items():
+                if "actual" in versions["current"]:
+                    self.reported[name] = versions["current"]["actual"]["value"]
+        if topic == topics.state_update_topic(self.device) + "/result" and "state" in body:
+            self.states.append(body["state"])  # the twin's answer: the state is stored
         return topic, body
 
     async def until(self, done: Callable[[], bool], timeout: float = 15.0) -> None:
@@ -57,7 +72,7 @@ class DeviceWatch:
                 await self._next(timeout)
 
     async def until_reported(self, timeout: float = 15.0, **values: str) -> None:
-        """Until the mapper has reported these actual values (its latest report of each)."""
+        """Until the twin holds these actual values, as reported by the mapper and committed."""
         await self.until(lambda: all(self.reported.get(k) == v for k, v in values.items()), timeout)
 
     async def until_state(self, state: str, timeout: float = 15.0) -> None:
