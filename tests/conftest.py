@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -13,6 +14,9 @@ from edgetwin.node import Node
 from tests.support import mosquitto, unique
 
 BROKERS = ["amqtt", "mosquitto"]
+
+# Nodes in the tests serve health and metrics on a free port, never the default 9464.
+os.environ["EDGETWIN_HEALTH__PORT"] = "0"
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import selectors
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -42,36 +43,102 @@ def mosquitto_binary() -> str:
     return found
 
 
-@contextlib.contextmanager
-def mosquitto(workdir: Path, listener: str = "allow_anonymous true\n") -> Iterator[int]:
-    """A real mosquitto on a free loopback port; yields the port once it is listening.
+class Mosquitto:
+    """A real mosquitto on a free loopback port, which can be reloaded, killed and restarted.
 
     ``listener`` is the rest of the listener's configuration (auth, TLS).
     """
-    port = free_port()
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(
-        f"user {getpass.getuser()}\n"  # as root it would drop to 'mosquitto', which cannot read tmp
-        "per_listener_settings true\n"
-        f"listener {port} 127.0.0.1\n"
-        f"{listener}"
-        "set_tcp_nodelay true\n"
-        "max_queued_messages 100000\n"
-        "max_inflight_messages 1000\n"
-        "persistence false\n"
-        "log_dest stderr\n"
-        "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
-    )
-    proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stderr=subprocess.PIPE)
-    try:
-        wait_for_line(proc, re.compile(r"running|Opening ipv4 listen socket"), 10.0)
-        drain(proc)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(5)
-        if proc.stderr is not None:
-            proc.stderr.close()
+
+    def __init__(self, workdir: Path, listener: str = "allow_anonymous true\n") -> None:
+        self.port = free_port()
+        self.conf = workdir / "mosquitto.conf"
+        self.conf.write_text(
+            f"user {getpass.getuser()}\n"  # as root it would drop to 'mosquitto': no tmp access
+            "per_listener_settings true\n"
+            f"listener {self.port} 127.0.0.1\n"
+            f"{listener}"
+            "set_tcp_nodelay true\n"
+            "max_queued_messages 100000\n"
+            "max_inflight_messages 1000\n"
+            "persistence false\n"
+            "log_dest stderr\n"
+            "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.lines: LineWatch | None = None
+
+    def start(self) -> Mosquitto:
+        self.proc = subprocess.Popen(
+            [mosquitto_binary(), "-c", str(self.conf)], stderr=subprocess.PIPE
+        )
+        self.lines = LineWatch(self.proc)
+        self.lines.wait_for(re.compile(r"running|Opening ipv4 listen socket"), 10.0)
+        return self
+
+    def reload(self) -> None:
+        """SIGHUP: mosquitto reads its password and ACL files again; back once it has."""
+        assert self.proc is not None
+        assert self.lines is not None
+        seen = len(self.lines.lines)
+        self.proc.send_signal(signal.SIGHUP)
+        self.lines.wait_for(re.compile(r"Reloading config"), 10.0, start=seen)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or power cut would."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(5)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def mosquitto(workdir: Path, listener: str = "allow_anonymous true\n") -> Iterator[int]:
+    """A real mosquitto on a free loopback port; yields the port once it is listening."""
+    with Mosquitto(workdir, listener) as broker:
+        yield broker.port
+
+
+class LineWatch:
+    """Reads a child's stderr on a thread (so a full pipe never stalls it), keeping the lines."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stderr is not None
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._stream = proc.stderr
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        with self._stream:
+            for raw in self._stream:
+                with self._changed:
+                    self.lines.append(raw.decode(errors="replace"))
+                    self._changed.notify_all()
+
+    def wait_for(self, pattern: re.Pattern[str], timeout: float, start: int = 0) -> str:
+        """The first line from ``start`` on that matches; the lines so far shown if none does."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for line in self.lines[start:]:
+                    if pattern.search(line):
+                        return line
+                start = len(self.lines)
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._changed.wait(left):
+                    text = "".join(self.lines)
+                    raise TimeoutError(f"no line matching {pattern.pattern!r} in:\n{text}")
 
 
 def wait_for_line(proc: subprocess.Popen[bytes], pattern: re.Pattern[str], timeout: float) -> str:
@@ -105,37 +172,73 @@ def drain(proc: subprocess.Popen[bytes]) -> None:
 class Paho:
     """A paho-mqtt client (not our adapter) whose messages are awaited from asyncio."""
 
-    def __init__(self, port: int, client_id: str | None = None) -> None:
+    def __init__(
+        self,
+        port: int,
+        client_id: str | None = None,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.loop = asyncio.get_running_loop()
         self.port = port
         self.messages: asyncio.Queue[tuple[str, bytes, bool]] = asyncio.Queue()
         self.client = paho.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id or f"paho-{uuid.uuid4().hex[:8]}"
         )
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        if tls is not None:
+            self.client.tls_set_context(tls)
         self.client.on_message = self._on_message
-        self._connected = asyncio.Event()
-        self.client.on_connect = lambda *_: self.loop.call_soon_threadsafe(self._connected.set)
+        self._answered: asyncio.Future[str] = self.loop.create_future()
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+
+    def _on_connect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any = None) -> None:
+        self.loop.call_soon_threadsafe(self._answer, str(reason))
+
+    def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any = None) -> None:
+        self.loop.call_soon_threadsafe(self._answer, f"disconnected: {reason}")
+
+    def _answer(self, reason: str) -> None:
+        if not self._answered.done():
+            self._answered.set_result(reason)
 
     def _on_message(self, _client: Any, _userdata: Any, message: paho.MQTTMessage) -> None:
         item = (message.topic, bytes(message.payload), bool(message.retain))
         self.loop.call_soon_threadsafe(self.messages.put_nowait, item)
 
     async def __aenter__(self) -> Self:
+        """Connected; ConnectionRefusedError with the broker's reason if it says no."""
         self.client.connect("127.0.0.1", self.port)
         self.client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.client.loop_start()
-        await asyncio.wait_for(self._connected.wait(), 10)
+        reason = await asyncio.wait_for(asyncio.shield(self._answered), 10)
+        if reason != "Success":
+            await self.__aexit__()
+            raise ConnectionRefusedError(reason)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self.client.disconnect()
         await asyncio.to_thread(self.client.loop_stop)
+        # paho closes its socket and wake-up socket pair only in __del__, which a reference
+        # cycle can put off until some later garbage collection.
+        self.client._reset_sockets()
 
-    async def subscribe(self, *filters: str) -> None:
-        done = asyncio.Event()
-        self.client.on_subscribe = lambda *_: self.loop.call_soon_threadsafe(done.set)
+    async def subscribe(self, *filters: str) -> list[bool]:
+        """Subscribed (QoS 1); for each filter, whether the broker granted it."""
+        done: asyncio.Future[list[bool]] = self.loop.create_future()
+
+        def on_subscribe(_c: Any, _u: Any, _mid: int, codes: list[Any], _p: Any) -> None:
+            granted = [not code.is_failure for code in codes]
+            self.loop.call_soon_threadsafe(done.set_result, granted)
+
+        self.client.on_subscribe = on_subscribe
         self.client.subscribe([(f, 1) for f in filters])
-        await asyncio.wait_for(done.wait(), 10)
+        return await asyncio.wait_for(done, 10)
 
     def publish(self, topic: str, body: dict[str, Any] | bytes, retain: bool = False) -> None:
         payload = body if isinstance(body, bytes) else orjson.dumps(body)
@@ -202,6 +305,7 @@ def thermostat(
     model: str = "thermostat",
     node: str | None = None,
     desired: dict[str, str] | None = None,
+    protocol: str = "modbus",
 ) -> Device:
     properties: list[dict[str, Any]] = [
         {
@@ -214,7 +318,7 @@ def thermostat(
     properties[0]["visitors"] = {"protocolName": "modbus", "configData": {"offset": 7}}
     spec: dict[str, Any] = {
         "deviceModelRef": {"name": model},
-        "protocol": {"protocolName": "modbus", "configData": {"ip": "127.0.0.1", "port": 502}},
+        "protocol": {"protocolName": protocol, "configData": {"ip": "127.0.0.1", "port": 502}},
         "properties": properties,
     }
     if node:
@@ -254,7 +358,9 @@ def device_manifest(
 
 
 def env_without_edgetwin() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("EDGETWIN_")}
+    """The environment for child processes: no settings of ours but a free health port."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGETWIN_")}
+    return env | {"EDGETWIN_HEALTH__PORT": "0"}
 
 
 EDGETWIN = [sys.executable, "-m", "edgetwin"]

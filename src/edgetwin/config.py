@@ -42,6 +42,45 @@ class TlsSettings(_Section):
     )
 
 
+class AuthSettings(_Section):
+    """Who may use the embedded broker, and for what (see ``edgetwin acl``)."""
+
+    password_file: Path | None = Field(
+        None,
+        description=(
+            "Users and salted password hashes (mosquitto_passwd format). Setting it, or "
+            "requiring client certificates, refuses anonymous clients and turns the ACL on."
+        ),
+    )
+    admins: list[str] = Field(
+        default_factory=list, description="Users who may do everything (the CLI, tools)."
+    )
+    mappers: dict[str, str] = Field(
+        default_factory=dict,
+        description="User -> protocol: a mapper may serve only that protocol's devices.",
+    )
+    devices: dict[str, str] = Field(
+        default_factory=dict,
+        description="User -> <namespace>/<name>: a device may use only its own twin topics.",
+    )
+
+
+class TlsListenerSettings(_Section):
+    """A TLS listener of the embedded broker, beside the plain one."""
+
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8883, ge=0, le=65535, description="Port (0: any free port).")
+    cert_file: Path = Field(description="The broker's certificate (PEM, chain first).")
+    key_file: Path = Field(description="The broker's private key (PEM).")
+    ca_file: Path | None = Field(
+        None, description="CA bundle that client certificates must chain to."
+    )
+    require_client_cert: bool = Field(
+        default=False,
+        description="Refuse clients without a certificate; a certificate's CN is the user name.",
+    )
+
+
 class BrokerSettings(_Section):
     embedded: bool = Field(
         default=True, description="Run the embedded amqtt broker; false means use an external one."
@@ -54,6 +93,15 @@ class BrokerSettings(_Section):
     keepalive: int = Field(30, ge=5, description="MQTT keep-alive in seconds.")
     reconnect_max_delay: float = Field(
         10.0, gt=0, description="Upper bound of the reconnect backoff, seconds."
+    )
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    tls_listener: TlsListenerSettings | None = Field(
+        None, description="Also listen with TLS (embedded broker)."
+    )
+    max_messages_per_second: float = Field(
+        1000.0,
+        gt=0,
+        description="Most publications per second one client may send (burst: 2 s).",
     )
 
 
@@ -77,6 +125,10 @@ class TwinSettings(_Section):
     )
     max_properties_per_update: int = Field(
         1000, ge=1, description="Most properties one twin/update may carry."
+    )
+    max_devices: int = Field(10_000, ge=1, description="Most devices this node serves.")
+    max_properties_per_device: int = Field(
+        1000, ge=1, description="Most properties one device (its model) may have."
     )
     result_qos: Literal[0, 1] = Field(
         0,
@@ -121,6 +173,15 @@ class CloudSettings(_Section):
 
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    format: Literal["text", "json"] = Field(
+        "text", description="text for people, json (one object a line) for log collectors."
+    )
+
+
+class HealthSettings(_Section):
+    enabled: bool = Field(default=True, description="Serve /metrics, /healthz and /readyz.")
+    host: str = Field("127.0.0.1", description="Address of the health and metrics endpoint.")
+    port: int = Field(9464, ge=0, le=65535, description="Its port (0: any free port).")
 
 
 class Settings(_Section):
@@ -132,6 +193,7 @@ class Settings(_Section):
     twin: TwinSettings = Field(default_factory=TwinSettings)
     cloud: CloudSettings = Field(default_factory=CloudSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
     manifests: Path | None = Field(
         None, description="A folder or file of Device/DeviceModel YAML loaded at start."
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import dataclasses
 import gc
 import logging
 import time
@@ -16,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
+from edgetwin.auth import Identity, Role
 from edgetwin.broker import EmbeddedBroker
 from edgetwin.config import Settings
 from edgetwin.errors import ManifestError
@@ -25,6 +27,7 @@ from edgetwin.twin import Store, TwinEngine, TwinLink, TwinService, load_manifes
 
 if TYPE_CHECKING:
     from edgetwin.cloud import CloudSync
+    from edgetwin.health import NodeMetrics
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,9 @@ class Node:
         self.service: TwinService
         self.cloud: CloudSync | None = None
         self.mappers: dict[str, MapperRuntime] = {}
+        self.broker: EmbeddedBroker | None = None
+        self.metrics: NodeMetrics | None = None
+        self.health_port: int | None = None
 
     async def __aenter__(self) -> Self:
         settings = self.settings
@@ -67,19 +73,31 @@ class Node:
             )
             connect: Callable[[], TwinLink]
             if settings.broker.embedded:
-                broker = await stack.enter_async_context(
-                    EmbeddedBroker(settings.broker.host, settings.broker.port)
+                self.broker = await stack.enter_async_context(
+                    EmbeddedBroker(
+                        settings.broker.host,
+                        settings.broker.port,
+                        auth=settings.broker.auth,
+                        tls=settings.broker.tls_listener,
+                        protocol_of=self.engine.protocol_of,
+                        max_messages_per_second=settings.broker.max_messages_per_second,
+                    )
                 )
-                self.broker_port = broker.port
-                connect = broker.local_connection
+                self.broker_port = self.broker.port
+                connect = self.broker.local_connection
             else:
                 connect = self._mqtt_connection
+            if settings.health.enabled:
+                from edgetwin.health import NodeMetrics  # noqa: PLC0415 - ~14 MB, only if asked
+
+                self.metrics = NodeMetrics(self)
             self.service = await stack.enter_async_context(
                 TwinService(
                     self.engine,
                     self.store,
                     connect,
                     reconnect_max_delay=settings.broker.reconnect_max_delay,
+                    observe_latency=self.metrics.latency.observe if self.metrics else _ignore,
                 )
             )
             if settings.manifests:
@@ -87,7 +105,7 @@ class Node:
             for protocol in settings.mappers:
                 runtime = MapperRuntime(
                     load_mapper(protocol),
-                    self.broker_address(),
+                    self._mapper_address(protocol),
                     node=settings.node.name,
                     reconnect_max_delay=settings.broker.reconnect_max_delay,
                 )
@@ -99,6 +117,8 @@ class Node:
                 self.cloud = await stack.enter_async_context(
                     CloudSync(settings.cloud, settings.node.name, self.service)
                 )
+            if self.metrics is not None:
+                await self._serve_health(stack, self.metrics)
             self._stack = stack.pop_all()
         release_free_memory()
         log.info(
@@ -126,6 +146,35 @@ class Node:
             )
         return address
 
+    def _mapper_address(self, protocol: str) -> BrokerAddress:
+        """A mapper of the node reaches the embedded broker with credentials of its own."""
+        address = self.broker_address()
+        if self.broker is None or not self.broker.gate.enabled:
+            return address
+        identity = Identity(f"edgetwin-node-mapper-{protocol}", Role.MAPPER, protocol)
+        user, password = self.broker.gate.internal_user(identity)
+        return dataclasses.replace(address, username=user, password=password)
+
+    async def _serve_health(self, stack: contextlib.AsyncExitStack, metrics: NodeMetrics) -> None:
+        from edgetwin.health import HealthServer  # noqa: PLC0415
+
+        settings = self.settings.health
+        routes = {
+            "/metrics": lambda: (200, CONTENT_TYPE_METRICS, metrics.exposition()),
+            "/healthz": lambda: (200, "text/plain", b"ok\n"),
+            "/readyz": self._readiness,
+        }
+        server = await stack.enter_async_context(HealthServer(settings.host, settings.port, routes))
+        self.health_port = server.port
+
+    def _readiness(self) -> tuple[int, str, bytes]:
+        """Ready when the twin API is connected and, with a cloud sync, the cluster is listed."""
+        if not self.service.connected.is_set():
+            return 503, "text/plain", b"twin API not connected to the broker\n"
+        if self.cloud is not None and not self.cloud.synced:
+            return 503, "text/plain", b"cloud sync has not listed the cluster yet\n"
+        return 200, "text/plain", b"ready\n"
+
     def _mqtt_connection(self) -> MqttConnection:
         """The twin's client of an external broker: a persistent session, so the broker
         keeps requests for the twin while it reconnects."""
@@ -136,6 +185,13 @@ class Node:
     async def __aexit__(self, *exc_info: object) -> None:
         await self._stack.aclose()
         log.info("node %s stopped", self.settings.node.name)
+
+
+CONTENT_TYPE_METRICS = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _ignore(_seconds: float) -> None:
+    pass
 
 
 @contextlib.contextmanager

@@ -3,8 +3,9 @@
 amqtt descends from hbmqtt, which Home Assistant dropped for memory leaks;
 keeping it behind :class:`EmbeddedBroker` lets a node swap it for any
 external broker (``broker.embedded: false``) with nothing else changing.
-Only the plugins we need are loaded: anonymous access for now, no ``$SYS``
-topics and no packet logging, which cost CPU on every message.
+Only the plugins we need are loaded: no ``$SYS`` topics and no packet
+logging, which cost CPU on every message. Authentication, the ACL and rate
+limits are the :class:`Gate`'s, called from amqtt's own hooks.
 
 Since 0.11.2 amqtt disconnects any client that publishes to a topic starting
 with ``$`` (its reading of MQTT-4.7.2-1, a SHOULD in the standard). KubeEdge's
@@ -22,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import ssl
+from collections.abc import Callable
 from typing import Any, Self
 
 from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
@@ -30,12 +33,18 @@ from amqtt.contexts import Action
 from amqtt.errors import BrokerError
 from amqtt.events import BrokerEvents
 
+from edgetwin.auth import Action as Access
+from edgetwin.auth import Gate, Identity
 from edgetwin.broker._local import LocalConnection
+from edgetwin.config import AuthSettings, TlsListenerSettings
 from edgetwin.errors import BrokerStartError
+from edgetwin.wire import topics
+from edgetwin.wire.messages import Code, error_result
 
 log = logging.getLogger(__name__)
 
 KUBEEDGE_PREFIX = "$hw/"
+_IDENTITY = "edgetwin_identity"  # the Session attribute holding the client's Identity
 
 
 class _ClosingWriter(StreamWriterAdapter):  # type: ignore[misc]
@@ -56,9 +65,50 @@ class _ClosingWriter(StreamWriterAdapter):  # type: ignore[misc]
 class _KubeEdgeBroker(Broker):  # type: ignore[misc]
     """amqtt's broker, allowing client publications under ``$hw/``, with in-process links."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], gate: Gate, tls: TlsListenerSettings | None) -> None:
         super().__init__(config)
         self._links: list[LocalConnection] = []
+        self.gate = gate
+        self._tls = tls
+
+    def _create_ssl_context(self, _listener: Any) -> ssl.SSLContext:  # noqa: ANN401
+        """Our TLS settings instead of amqtt's: client certificates verified, or required."""
+        tls = self._tls
+        assert tls is not None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=tls.ca_file)
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+        context.verify_mode = ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_OPTIONAL
+        return context
+
+    # --- the gate in amqtt's hooks ------------------------------------------------------------
+
+    async def _initialize_client_session(
+        self,
+        reader: Any,  # noqa: ANN401 - amqtt's adapters
+        writer: Any,  # noqa: ANN401
+        remote_address: str,
+        remote_port: int,
+    ) -> tuple[Any, Any]:
+        handler, session = await super()._initialize_client_session(
+            reader, writer, remote_address, remote_port
+        )
+        identity = self.gate.authenticate(
+            session.username, session.password, _certificate_name(writer), session.client_id
+        )
+        setattr(session, _IDENTITY, identity)  # on a resumed session too: new credentials
+        return handler, session
+
+    async def _authenticate(self, session: Any, _listener: Any) -> bool:  # noqa: ANN401
+        return getattr(session, _IDENTITY, None) is not None
+
+    async def _topic_filtering(self, session: Any, topic: str, action: Action) -> bool:  # noqa: ANN401
+        identity: Identity | None = getattr(session, _IDENTITY, None)
+        if identity is None:
+            return False
+        return self.gate.allows(identity, Access(action.value), topic, session.client_id)
+
+    def connected_clients(self) -> int:
+        return sum(1 for s, _ in self._sessions.values() if s.transitions.state == "connected")
 
     async def stream_connected(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
@@ -74,9 +124,19 @@ class _KubeEdgeBroker(Broker):  # type: ignore[misc]
     ) -> None:
         # On connect amqtt offers a client the retained messages of every filter anyone has
         # subscribed to; only the client's own subscriptions should get them.
+        # Each retained message also passes the ACL, as any other delivery does.
         subscribers = self._subscriptions.get(subscription[0], [])
-        if any(s.client_id == session.client_id for s, _ in subscribers):
-            await super()._publish_retained_messages_for_subscription(subscription, session)
+        handler = self._get_handler(session)
+        if handler is None or all(s.client_id != session.client_id for s, _ in subscribers):
+            return
+        topic_filter, qos = subscription
+        for topic, retained in list(self._retained_messages.items()):
+            if self._matches(topic, topic_filter) and await self._topic_filtering(
+                session, topic, Action.RECEIVE
+            ):
+                await handler.mqtt_publish(
+                    topic, retained.data, min(qos, retained.qos or qos), retain=True
+                )
 
     # --- the LocalBroker protocol -----------------------------------------------------------
 
@@ -118,6 +178,10 @@ class _KubeEdgeBroker(Broker):  # type: ignore[misc]
     ) -> bool:
         message = wait_deliver.result()
         topic = getattr(message, "topic", None)
+        identity = getattr(client_session, _IDENTITY, None)
+        if topic and not self.gate.admit(identity, client_session.client_id):
+            await self._refuse_over_rate(topic)
+            return True
         if not topic or not topic.startswith(KUBEEDGE_PREFIX) or "+" in topic or "#" in topic:
             return bool(
                 await super()._handle_message_delivery(client_session, handler, wait_deliver)
@@ -127,7 +191,6 @@ class _KubeEdgeBroker(Broker):  # type: ignore[misc]
             BrokerEvents.MESSAGE_RECEIVED, client_id=client_id, message=message
         )
         if not await self._topic_filtering(client_session, topic=topic, action=Action.PUBLISH):
-            log.info("%s may not publish to %s", client_id, topic)
             return True
         await self.plugins_manager.fire_event(
             BrokerEvents.MESSAGE_BROADCAST, client_id=client_id, message=message
@@ -137,28 +200,74 @@ class _KubeEdgeBroker(Broker):  # type: ignore[misc]
             await self.retain_message(client_session, topic, message.data, message.qos)
         return True
 
+    async def _refuse_over_rate(self, topic: str) -> None:
+        """A twin request over the sender's rate gets an error result, as any refused request."""
+        request = topics.parse_request_topic(topic)
+        if request is not None:
+            reason = "over this client's message rate; slow down"
+            result = error_result("", Code.TOO_MANY_REQUESTS, reason)
+            await self.internal_message_broadcast(request.result_topic, result, 0)
+
+
+def _certificate_name(writer: Any) -> str | None:  # noqa: ANN401 - amqtt's writer adapter
+    """The CN of the client's verified certificate, if it sent one."""
+    stream = getattr(writer, "_writer", None)
+    cert = stream.get_extra_info("peercert") if stream is not None else None
+    for rdn in (cert or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
+
 
 class EmbeddedBroker:
-    """``async with EmbeddedBroker(host, port) as broker``; port 0 picks a free port."""
+    """``async with EmbeddedBroker(host, port) as broker``; port 0 picks a free port.
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 1883) -> None:
+    With ``auth`` naming a password file (or a TLS listener that requires
+    client certificates) anonymous clients are refused and the ACL applies;
+    ``protocol_of`` tells it each device's protocol, for the mappers' rules.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 1883,
+        *,
+        auth: AuthSettings | None = None,
+        tls: TlsListenerSettings | None = None,
+        protocol_of: Callable[[str], str | None] = lambda _device: None,
+        max_messages_per_second: float = 200.0,
+    ) -> None:
         self.host = host
         self._requested_port = port
+        self._tls = tls
+        self.gate = Gate(
+            auth or AuthSettings(),
+            protocol_of,
+            client_certs=tls is not None and tls.require_client_cert,
+            max_messages_per_second=max_messages_per_second,
+        )
         self._broker: _KubeEdgeBroker | None = None
         self.port = port
+        self.tls_port: int | None = None
 
     def _config(self) -> dict[str, Any]:
-        return {
-            "listeners": {
-                "default": {"type": "tcp", "bind": f"{self.host}:{self._requested_port}"}
-            },
-            "plugins": {
-                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
-            },
+        listeners: dict[str, Any] = {
+            "default": {"type": "tcp", "bind": f"{self.host}:{self._requested_port}"}
         }
+        if self._tls is not None:
+            bind = f"{self._tls.host}:{self._tls.port}"
+            listeners["tls"] = {
+                "type": "tcp",
+                "bind": bind,
+                "ssl": True,
+                "certfile": str(self._tls.cert_file),
+                "keyfile": str(self._tls.key_file),
+            }
+        return {"listeners": listeners, "plugins": {}}
 
     async def __aenter__(self) -> Self:
-        broker = _KubeEdgeBroker(self._config())
+        broker = _KubeEdgeBroker(self._config(), self.gate, self._tls)
         amqtt_log = logging.getLogger("amqtt")
         level = amqtt_log.level
         amqtt_log.setLevel(logging.CRITICAL)  # amqtt logs a traceback for a busy port
@@ -171,13 +280,25 @@ class EmbeddedBroker:
                     f"cannot listen on {self.host}:{self._requested_port}: the port is in use"
                 ) from None
             raise BrokerStartError(f"the embedded broker cannot start: {exc}") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise BrokerStartError(f"the embedded broker cannot start: {exc}") from None
         finally:
             amqtt_log.setLevel(level)
         self._broker = broker
-        server = broker._servers["default"].instance  # noqa: SLF001 - the bound port for port 0
-        self.port = server.sockets[0].getsockname()[1]
-        log.info("embedded MQTT broker listening on %s:%d", self.host, self.port)
+        self.port = _bound_port(broker, "default")
+        if self._tls is not None:
+            self.tls_port = _bound_port(broker, "tls")
+        log.info(
+            "embedded MQTT broker listening on %s:%d%s%s",
+            self.host,
+            self.port,
+            f", TLS on {self._tls.host}:{self.tls_port}" if self._tls else "",
+            ", authentication and ACL on" if self.gate.enabled else "",
+        )
         return self
+
+    def connected_clients(self) -> int:
+        return self._broker.connected_clients() if self._broker else 0
 
     def local_connection(self) -> LocalConnection:
         """An in-process link for a twin running in the broker's own process."""
@@ -190,3 +311,8 @@ class EmbeddedBroker:
         if broker is not None:
             await broker.shutdown()
             log.info("embedded MQTT broker stopped")
+
+
+def _bound_port(broker: _KubeEdgeBroker, listener: str) -> int:
+    server = broker._servers[listener].instance  # noqa: SLF001 - the bound port for port 0
+    return int(server.sockets[0].getsockname()[1])

@@ -1,4 +1,4 @@
-"""The commands that talk to a running node over the MQTT twin API: apply, get, set."""
+"""The commands that talk to a running node over the MQTT twin API: apply, get, set, acl."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import yaml
 
+from edgetwin.auth import DeviceEntry, mosquitto_acl
 from edgetwin.config import Settings
 from edgetwin.errors import EdgetwinError, RequestError
 from edgetwin.mqtt import BrokerAddress, MqttConnection, request
@@ -27,6 +28,8 @@ async def run_command(args: argparse.Namespace, settings: Settings) -> None:
             await _apply(asker, node, args)
         elif args.command == "set":
             await _set(asker, args)
+        elif args.command == "acl":
+            await _acl(asker, node, settings, args)
         elif args.what == "devices":
             await _get_devices(asker, node, args.output)
         else:
@@ -88,6 +91,20 @@ async def _set(ask: _Asker, args: argparse.Namespace) -> None:
     result = await ask(topics.twin_update_topic(device), {"twin": twin})
     for prop, sides in result.get("twin", {}).items():
         print(f"{device} {prop}: desired {sides['expected']['value']}")
+
+
+async def _acl(ask: _Asker, node: str, settings: Settings, args: argparse.Namespace) -> None:
+    """The mosquitto acl_file for broker.auth's roles and the node's devices now."""
+    result = await ask(topics.membership_get_topic(node), {})
+    devices = [
+        DeviceEntry(d["id"], d["protocol"]) for d in result.get("devices", []) if d.get("protocol")
+    ]
+    text = mosquitto_acl(settings.broker.auth, devices)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text, encoding="utf-8")
+        print(f"{args.output}: {len(devices)} device(s)")
 
 
 async def _get_devices(ask: _Asker, node: str, output: str) -> None:

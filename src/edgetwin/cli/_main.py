@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import logging
 import signal
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetwin.cli import _client
+from edgetwin.cli._logs import configure_logging
 from edgetwin.config import Settings, load_settings
 from edgetwin.errors import EdgetwinError
 
@@ -77,6 +79,26 @@ def _parser() -> argparse.ArgumentParser:
     set_ = commands.add_parser("set", parents=[common, client], help="set desired property values")
     set_.add_argument("device", help="NAMESPACE/NAME")
     set_.add_argument("assignments", nargs="+", metavar="PROP=VALUE")
+
+    acl = commands.add_parser(
+        "acl",
+        parents=[common, client],
+        help="write mosquitto's acl_file for broker.auth's roles and the node's devices",
+    )
+    acl.add_argument(
+        "--mosquitto", action="store_true", required=True, help="in mosquitto's acl_file format"
+    )
+    acl.add_argument("-o", "--output", type=Path, help="write here instead of to stdout")
+
+    passwd = commands.add_parser(
+        "passwd", help="add or change a user in a password file (mosquitto_passwd format)"
+    )
+    passwd.add_argument("file", type=Path, help="the password file (created if missing)")
+    passwd.add_argument("user", help="the user name")
+    passwd.add_argument("--delete", action="store_true", help="remove the user instead")
+    passwd.add_argument(
+        "--stdin", action="store_true", help="read the password from stdin, not a prompt"
+    )
     return parser
 
 
@@ -107,8 +129,11 @@ def _settings(args: argparse.Namespace) -> Settings:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "passwd":
+            _passwd(args)
+            return 0
         settings = _settings(args)
-        _configure_logging(settings.log.level)
+        configure_logging(settings.log.level, settings.log.format)
         if args.command in _SERVICES:
             asyncio.run(_serve_until_signal(_SERVICES[args.command](args, settings)))
         else:
@@ -174,13 +199,22 @@ _SERVICES: dict[
 ] = {"run": _node, "mapper": _mapper, "simulate": _simulator}
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("amqtt", "transitions", "aiosqlite", "mqtt"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    # pymodbus logs every timeout as an error; the mapper reports devices going offline itself.
-    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+def _passwd(args: argparse.Namespace) -> None:
+    """Add, change or delete one user; the password never appears on the command line."""
+    from edgetwin.auth import PasswordFile  # noqa: PLC0415
+
+    passwords = PasswordFile.load(args.file) if args.file.exists() else PasswordFile(args.file)
+    if args.delete:
+        if passwords.entries.pop(args.user, None) is None:
+            raise EdgetwinError(f"{args.file} has no user {args.user!r}")
+    else:
+        if args.stdin:
+            password = sys.stdin.readline().rstrip("\r\n")
+        else:
+            password = getpass.getpass(f"password for {args.user}: ")
+            if getpass.getpass("again: ") != password:
+                raise EdgetwinError("the passwords differ")
+        if not password:
+            raise EdgetwinError("the password may not be empty")
+        passwords.set(args.user, password)
+    passwords.save()

@@ -106,6 +106,16 @@ class CloudSync:
                 log.info("cloud sync: %s", ", ".join(f"{k} {v}" for k, v in now.items()))
                 last = now
 
+    @property
+    def connected(self) -> bool:
+        """Whether every watch is reaching the API server now."""
+        return all(w.reachable for w in self.watchers)
+
+    @property
+    def synced(self) -> bool:
+        """Whether every watch has listed once (the node follows the cluster)."""
+        return all(w.synced.is_set() for w in self.watchers)
+
     async def wait_synced(self) -> None:
         """Until every watch has listed once."""
         await asyncio.gather(*(w.synced.wait() for w in self.watchers))

@@ -71,6 +71,8 @@ class ResourceWatcher:
         self.max_delay = max_delay
         self.counters = counters or WatchCounters()
         self.synced = asyncio.Event()
+        self.reachable = False
+        """Whether the last list or watch request got an answer (for the health endpoint)."""
         self._where = f"{plural} in {namespace}"
 
     async def run(self) -> None:
@@ -81,6 +83,7 @@ class ResourceWatcher:
                 if resource_version is None:
                     resource_version = await self._list()
                 resource_version = await self._watch(resource_version)
+                self.reachable = True
                 delay = 0.2
                 continue
             except GoneError:
@@ -101,9 +104,11 @@ class ResourceWatcher:
                 resource_version = None
                 continue
             except ForbiddenError as exc:
+                self.reachable = False
                 log.error("%s: the node's Role does not allow it: %s", self._where, exc)  # noqa: TRY400
                 delay = self.max_delay
             except CloudError as exc:
+                self.reachable = False
                 log.warning("%s: %s; retrying in %.1f s", self._where, exc, delay)
             self.counters.watch_restarts += 1
             await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # noqa: S311 - jitter
@@ -113,6 +118,7 @@ class ResourceWatcher:
         objects, resource_version = await self.api.list(self.plural, self.namespace, self.selector)
         await self.handler.replace([o for o in objects if self.keep(o)])
         self.counters.lists += 1
+        self.reachable = True
         self.synced.set()
         log.info("listed %d %s at version %s", len(objects), self._where, resource_version)
         return resource_version

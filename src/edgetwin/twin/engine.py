@@ -95,6 +95,8 @@ class TwinEngine:
         self.models: dict[str, DeviceModel] = {}
         self._specs: dict[str, tuple[str, bytes]] = {}  # device -> (spec topic, payload)
         self._rules: dict[str, dict[str, PropertyRule]] = {}  # model -> its compiled rules
+        self.accepted: Counter[str] = Counter()
+        """Answered requests by kind (twin/update, ...), for the metrics."""
         self.rejected: Counter[int] = Counter()
         """Rejected requests by error code, for the metrics."""
         self.report_to_cloud = False
@@ -154,15 +156,17 @@ class TwinEngine:
             self._check_size(payload)
             match request.kind:
                 case topics.RequestKind.TWIN_UPDATE:
-                    return self._twin_update(request, payload)
+                    outcome = self._twin_update(request, payload)
                 case topics.RequestKind.TWIN_GET:
-                    return self._twin_get(request, payload)
+                    outcome = self._twin_get(request, payload)
                 case topics.RequestKind.STATE_UPDATE:
-                    return self._state_update(request, payload)
+                    outcome = self._state_update(request, payload)
                 case topics.RequestKind.MEMBERSHIP_GET:
-                    return self._membership_get(request, payload)
+                    outcome = self._membership_get(request, payload)
                 case topics.RequestKind.NODE_APPLY:
-                    return self._apply_request(request, payload)
+                    outcome = self._apply_request(request, payload)
+            self.accepted[request.kind.value] += 1
+            return outcome  # noqa: TRY300 - the counting belongs with the answer
         except BadRequestError as exc:
             log.warning("rejected %s on %s: %s", request.kind.value, request.topic, exc.reason)
             self.rejected[exc.code] += 1
@@ -361,6 +365,13 @@ class TwinEngine:
         outcome = Outcome()
         if self.models.get(model.key) == model:
             return outcome
+        limit = self.settings.max_properties_per_device
+        if len(model.spec.properties) > limit:
+            outcome.errors.append(
+                f"DeviceModel {model.key}: {len(model.spec.properties)} properties, more than "
+                f"the limit of {limit} (twin.max_properties_per_device)"
+            )
+            return outcome
         try:
             rules = _compile(model)
         except ValueError as exc:
@@ -387,6 +398,10 @@ class TwinEngine:
         if problem:
             return Outcome(errors=[problem])
         existing = self.devices.get(device.id)
+        if existing is None and len(self.devices) >= self.settings.max_devices:
+            served = len(self.devices)
+            why = f"this node already serves {served} devices, the limit (twin.max_devices)"
+            return Outcome(errors=[f"Device {device.id}: {why}"])
         previous = existing.device if existing else None
         record = DeviceRecord.from_device(device)
         if previous is not None and previous.body == record.body:
@@ -400,6 +415,11 @@ class TwinEngine:
             outcome.added.append(self._member(twin))
         outcome.extend(self._resync(twin, previous))
         return outcome
+
+    def protocol_of(self, device_id: str) -> str | None:
+        """The protocol of a device of this node (None if it has none or is not here)."""
+        twin = self.devices.get(device_id)
+        return twin.device.protocol_name(twin.model) if twin else None
 
     def remove_device(self, device_id: str) -> Outcome:
         twin = self.devices.pop(device_id, None)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol, Self
@@ -27,6 +28,7 @@ from edgetwin.tasks import start_guarded, stop_task
 from edgetwin.twin.engine import Outcome, Publication, TwinEngine
 from edgetwin.twin.store import Store
 from edgetwin.wire import topics
+from edgetwin.wire.messages import Code
 from edgetwin.wire.resources import Resource
 
 log = logging.getLogger(__name__)
@@ -57,14 +59,17 @@ class TwinService:
         connect: Callable[[], TwinLink],
         *,
         reconnect_max_delay: float = 10.0,
+        observe_latency: Callable[[float], None] = lambda _seconds: None,
     ) -> None:
         self.engine = engine
+        self._observe_latency = observe_latency
+        """Told, for each request, the seconds from its arrival to its result going out."""
         self.store = store
         self._connect = connect
         self.reconnect_max_delay = reconnect_max_delay
         self.connected = asyncio.Event()
         self._mqtt: TwinLink | None = None
-        self._outbound: deque[tuple[asyncio.Future[None], Outcome]] = deque()
+        self._outbound: deque[tuple[asyncio.Future[None], Outcome, float | None]] = deque()
         self._outbound_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._drained = asyncio.Event()
@@ -136,12 +141,12 @@ class TwinService:
         request = topics.parse_request_topic(topic)
         if request is None:
             return
-        self._enqueue(self.engine.handle(request, payload))
+        self._enqueue(self.engine.handle(request, payload), time.perf_counter())
 
-    def _enqueue(self, outcome: Outcome) -> asyncio.Future[None]:
+    def _enqueue(self, outcome: Outcome, received: float | None = None) -> asyncio.Future[None]:
         self.engine.announce_membership(outcome)
         future = self.store.submit(outcome.batch)
-        self._outbound.append((future, outcome))
+        self._outbound.append((future, outcome, received))
         self._drained.clear()
         self._outbound_ready.set()
         return future
@@ -168,7 +173,7 @@ class TwinService:
 
     async def _publish_next(self) -> None:
         """Publish the oldest outcome once committed (its own frame, so nothing outlives it)."""
-        future, outcome = self._outbound[0]
+        future, outcome, received = self._outbound[0]
         try:
             if not future.done():  # usually done: the whole batch committed together
                 await asyncio.wait((future,))  # never cancels the future, never raises its error
@@ -176,9 +181,13 @@ class TwinService:
             self._outbound.popleft()
         if future.cancelled() or future.exception() is not None:
             pubs = [outcome.on_failure] if outcome.on_failure else []
+            if outcome.on_failure:
+                self.engine.rejected[Code.STORE_FAILED] += 1
         else:
             pubs = outcome.publications
         self._publish(pubs)
+        if received is not None:
+            self._observe_latency(time.perf_counter() - received)
 
     def _publish(self, pubs: list[Publication]) -> None:
         mqtt = self._mqtt

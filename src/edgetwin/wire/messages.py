@@ -31,6 +31,7 @@ class Code(IntEnum):
     FORBIDDEN = 403
     NOT_FOUND = 404
     TOO_LARGE = 413
+    TOO_MANY_REQUESTS = 429
     STORE_FAILED = 500
 
 

@@ -1,0 +1,127 @@
+"""The embedded broker's gate: who connects, what each client may do, and how fast.
+
+Kept apart from amqtt so the rules are plain code; the broker calls
+:meth:`Gate.authenticate` on CONNECT, :meth:`Gate.allows` on every publish,
+subscribe and delivery, and :meth:`Gate.admit` on every publication. Refusals
+and denials are logged (one line per client and reason every
+:data:`LOG_EVERY` seconds at most, so a flood cannot flood the log) and
+counted for the metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from edgetwin.auth._access import ANONYMOUS_ADMIN, AccessPolicy, Action, Identity, Role
+from edgetwin.auth._passwords import PasswordFile
+from edgetwin.config import AuthSettings
+
+log = logging.getLogger(__name__)
+
+LOG_EVERY = 10.0
+BURST_SECONDS = 2.0
+
+
+class Gate:
+    """Authentication, ACL and per-client rate limits for one broker."""
+
+    def __init__(
+        self,
+        auth: AuthSettings,
+        protocol_of: Callable[[str], str | None],
+        *,
+        client_certs: bool = False,
+        max_messages_per_second: float = 200.0,
+    ) -> None:
+        self.enabled = auth.password_file is not None or client_certs
+        """Anonymous clients are refused and the ACL applies; otherwise everyone is admin."""
+        self._passwords = (
+            PasswordFile.load(auth.password_file) if auth.password_file else PasswordFile(Path())
+        )
+        self._policy = AccessPolicy(auth, protocol_of)
+        self._internal: dict[str, tuple[str, Identity]] = {}
+        self._rate = max_messages_per_second
+        self._buckets: dict[str, tuple[float, float]] = {}  # client id -> (tokens, when)
+        self._last_logged: dict[tuple[str, str], float] = {}
+        self.refused: Counter[str] = Counter()
+        """Refused connections, by reason."""
+        self.denied: Counter[str] = Counter()
+        """Denied publications and subscriptions, by action."""
+        self.rate_limited = 0
+        """Publications dropped for going over a client's rate."""
+
+    def internal_user(self, identity: Identity) -> tuple[str, str]:
+        """Credentials, known only to this process, for a client of ours (a mapper of the node)."""
+        password = secrets.token_urlsafe(24)
+        self._internal[identity.user] = (password, identity)
+        return identity.user, password
+
+    def authenticate(
+        self, user: str | None, password: str | None, cert_user: str | None, client: str
+    ) -> Identity | None:
+        """The identity of a connecting client, or None (logged and counted) if it is refused.
+
+        A verified client certificate names the user (its CN), as mosquitto's
+        ``use_identity_as_username`` does; otherwise the password must match.
+        """
+        if not self.enabled:
+            return ANONYMOUS_ADMIN
+        if cert_user:
+            return self._policy.identity(cert_user)
+        if not user:
+            self._refuse(client, "no_credentials", "no user name")
+            return None
+        internal = self._internal.get(user)
+        if internal is not None and secrets.compare_digest(internal[0], password or ""):
+            return internal[1]
+        if password is None or not self._passwords.check(user, password):
+            self._refuse(client, "bad_credentials", f"wrong user name or password ({user})")
+            return None
+        return self._policy.identity(user)
+
+    def _refuse(self, client: str, reason: str, why: str) -> None:
+        self.refused[reason] += 1
+        self._log(client, reason, "refused connection of %s: %s", client, why)
+
+    def allows(self, who: Identity, action: Action, topic: str, client: str) -> bool:
+        if who.role is Role.ADMIN or self._policy.allows(who, action, topic):
+            return True
+        if action is not Action.RECEIVE:  # a receive is filtered, not denied: wildcards are fine
+            self.denied[action.value] += 1
+            self._log(client, action.value, "denied %s %s to %s", action.value, topic, who)
+        return False
+
+    def admit(self, who: Identity | None, client: str) -> bool:
+        """Whether one more publication of ``client`` is within its rate (a token bucket).
+
+        The node's own mappers are not limited: they are as trusted as the twin.
+        """
+        if who is not None and who.user in self._internal:
+            return True
+        now = time.monotonic()
+        burst = self._rate * BURST_SECONDS
+        if len(self._buckets) > 10_000:  # bounded however many client ids come and go
+            self._buckets.clear()
+        tokens, then = self._buckets.get(client, (burst, now))
+        tokens = min(burst, tokens + (now - then) * self._rate)
+        if tokens < 1.0:
+            self._buckets[client] = (tokens, now)
+            self.rate_limited += 1
+            self._log(client, "rate", "%s is over %g messages/s; dropped", client, self._rate)
+            return False
+        self._buckets[client] = (tokens - 1.0, now)
+        return True
+
+    def _log(self, client: str, reason: str, message: str, *args: object) -> None:
+        now = time.monotonic()
+        key = (client, reason)
+        if len(self._last_logged) > 10_000:  # many client ids: forget, rather than grow
+            self._last_logged.clear()
+        if now - self._last_logged.get(key, -LOG_EVERY) >= LOG_EVERY:
+            self._last_logged[key] = now
+            log.warning(message, *args)

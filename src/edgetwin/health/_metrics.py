@@ -1,0 +1,169 @@
+"""The node's Prometheus metrics, read from its parts when scraped.
+
+The parts keep plain counters (the engine's accepted and rejected requests,
+the broker gate's refusals, the cloud sync's stats); a collector turns them
+into metric families on each scrape, so nothing on the message path calls
+prometheus-client except the one latency histogram. Each node has its own
+registry, so several nodes in one process (the tests) do not mix.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Protocol
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from edgetwin.broker import EmbeddedBroker
+from edgetwin.mappers import MapperRuntime
+from edgetwin.twin import TwinEngine
+from edgetwin.wire.messages import Code
+
+if TYPE_CHECKING:
+    from edgetwin.cloud import CloudSync
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Observed(Protocol):
+    """What the metrics read: the parts of a running node."""
+
+    @property
+    def engine(self) -> TwinEngine: ...
+    @property
+    def broker(self) -> EmbeddedBroker | None: ...
+    @property
+    def cloud(self) -> CloudSync | None: ...
+    @property
+    def mappers(self) -> dict[str, MapperRuntime]: ...
+
+
+class NodeMetrics:
+    """A node's registry: the result latency histogram, and everything else read when scraped."""
+
+    def __init__(self, node: Observed) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.latency = Histogram(
+            "edgetwin_twin_result_latency_seconds",
+            "From a twin request's arrival to its result going out (committed first).",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(_NodeCollector(node))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _NodeCollector(Collector):
+    def __init__(self, node: Observed) -> None:
+        self._node = node
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._twin()
+        yield from self._devices()
+        if self._node.broker is not None:
+            yield from self._broker(self._node.broker)
+        if self._node.cloud is not None:
+            yield from self._cloud(self._node.cloud)
+        mappers = GaugeMetricFamily(
+            "edgetwin_mapper_devices",
+            "Devices each mapper of the node serves.",
+            labels=["protocol"],
+        )
+        for protocol, runtime in self._node.mappers.items():
+            mappers.add_metric([protocol], len(runtime.devices))
+        yield mappers
+
+    def _twin(self) -> Iterator[Metric]:
+        engine = self._node.engine
+        accepted = CounterMetricFamily(
+            "edgetwin_twin_requests_accepted",
+            "Twin API requests answered, by kind.",
+            labels=["kind"],
+        )
+        for kind, count in sorted(engine.accepted.items()):
+            accepted.add_metric([kind], count)
+        yield accepted
+        rejected = CounterMetricFamily(
+            "edgetwin_twin_requests_rejected",
+            "Twin API requests refused with an error result, by reason.",
+            labels=["reason"],
+        )
+        for code, count in sorted(engine.rejected.items()):
+            rejected.add_metric([_reason(code)], count)
+        yield rejected
+
+    def _devices(self) -> Iterator[Metric]:
+        devices = self._node.engine.devices
+        per_device = GaugeMetricFamily(
+            "edgetwin_device_state",
+            "1 for each device's current state.",
+            labels=["device", "state"],
+        )
+        counts: Counter[str] = Counter()
+        for device_id, twin in devices.items():
+            per_device.add_metric([device_id, twin.state], 1)
+            counts[twin.state] += 1
+        yield per_device
+        by_state = GaugeMetricFamily("edgetwin_devices", "Devices by state.", labels=["state"])
+        for state, count in sorted(counts.items()):
+            by_state.add_metric([state], count)
+        yield by_state
+
+    def _broker(self, broker: EmbeddedBroker) -> Iterator[Metric]:
+        gate = broker.gate
+        yield GaugeMetricFamily(
+            "edgetwin_broker_clients",
+            "Clients connected to the embedded broker.",
+            value=broker.connected_clients(),
+        )
+        refused = CounterMetricFamily(
+            "edgetwin_broker_connections_refused",
+            "Connections refused, by reason.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(gate.refused.items()):
+            refused.add_metric([reason], count)
+        yield refused
+        denied = CounterMetricFamily(
+            "edgetwin_broker_denied",
+            "Publications and subscriptions the ACL denied, by action.",
+            labels=["action"],
+        )
+        for action, count in sorted(gate.denied.items()):
+            denied.add_metric([action], count)
+        yield denied
+        yield CounterMetricFamily(
+            "edgetwin_broker_rate_limited",
+            "Publications dropped for going over a client's message rate.",
+            value=gate.rate_limited,
+        )
+
+    def _cloud(self, cloud: CloudSync) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "edgetwin_cloud_connected",
+            "1 while every watch reaches the API server.",
+            value=int(cloud.connected),
+        )
+        yield GaugeMetricFamily(
+            "edgetwin_cloud_synced", "1 once every watch has listed.", value=int(cloud.synced)
+        )
+        stats = cloud.stats()
+        yield GaugeMetricFamily(
+            "edgetwin_cloud_outbox_depth",
+            "Status changes stored for the cluster and not yet written.",
+            value=stats.pop("outbox_depth"),
+        )
+        for key, value in stats.items():
+            yield CounterMetricFamily(f"edgetwin_cloud_{key}", f"Cloud sync: {key}.", value=value)
+
+
+def _reason(code: int) -> str:
+    try:
+        return Code(code).name.lower()
+    except ValueError:
+        return str(code)

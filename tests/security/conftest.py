@@ -1,0 +1,124 @@
+"""A node behind a broker that asks who you are: the embedded one, or mosquitto with the
+password file and the acl_file edgetwin writes (``edgetwin passwd``, ``edgetwin acl --mosquitto``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from edgetwin.auth import Gate, PasswordFile, mosquitto_acl
+from edgetwin.config import AuthSettings, load_settings
+from edgetwin.node import Node
+from tests.support import (
+    EDGETWIN,
+    Mosquitto,
+    Paho,
+    env_without_edgetwin,
+    thermostat,
+    thermostat_model,
+    unique,
+)
+
+PASSWORDS = {
+    "admin": "admin-secret",
+    "dev-a": "a-secret",
+    "dev-b": "b-secret",
+    "modbus-mapper": "modbus-secret",
+    "mqtt-mapper": "mqtt-secret",
+}
+
+
+@dataclass
+class Secured:
+    """The node, its broker's port, two devices (a: modbus, b: mqtt) and each user's client."""
+
+    node: Node
+    port: int
+    a: str
+    b: str
+    gate: Gate | None
+    """The embedded broker's gate (its counters); None on mosquitto."""
+
+    def client(self, user: str | None, password: str | None = None) -> Paho:
+        if user is not None and password is None:
+            password = PASSWORDS[user]
+        return Paho(self.port, username=user, password=password)
+
+
+def auth_settings(folder: Path, a: str, b: str) -> dict[str, Any]:
+    passwords = PasswordFile(folder / "passwd")
+    for user, password in PASSWORDS.items():
+        if user != "admin":
+            passwords.set(user, password)
+    passwords.save()
+    # The admin through the command, as a person would add one (password on stdin).
+    subprocess.run(
+        [*EDGETWIN, "passwd", str(folder / "passwd"), "admin", "--stdin"],
+        input=PASSWORDS["admin"] + "\n",
+        text=True,
+        check=True,
+        env=env_without_edgetwin(),
+    )
+    return {
+        "password_file": str(folder / "passwd"),
+        "admins": ["admin"],
+        "mappers": {"modbus-mapper": "modbus", "mqtt-mapper": "mqtt"},
+        "devices": {"dev-a": a, "dev-b": b},
+    }
+
+
+@pytest.fixture(params=["amqtt", "mosquitto"])
+async def secured(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Secured]:
+    a, b = unique("a"), unique("b")
+    auth = auth_settings(tmp_path, f"default/{a}", f"default/{b}")
+    node_name = unique("node")
+    base: dict[str, Any] = {
+        "node": {"name": node_name, "data_dir": str(tmp_path)},
+        "store": {"synchronous": "NORMAL"},
+    }
+    async with contextlib.AsyncExitStack() as stack:
+        if request.param == "amqtt":
+            settings = load_settings(**base, broker={"port": 0, "auth": auth})
+            node = await stack.enter_async_context(Node(settings))
+            await _apply(node, a, b)
+            assert node.broker is not None
+            yield Secured(node, node.broker_port, f"default/{a}", f"default/{b}", node.broker.gate)
+            return
+        acl = tmp_path / "acl"
+        acl.write_text(mosquitto_acl(AuthSettings.model_validate(auth), []))
+        listener = f"allow_anonymous false\npassword_file {auth['password_file']}\nacl_file {acl}\n"
+        broker = stack.enter_context(Mosquitto(tmp_path, listener))
+        client = {"port": broker.port, "username": "admin", "password": PASSWORDS["admin"]}
+        settings = load_settings(**base, broker={"embedded": False, **client})
+        node = await stack.enter_async_context(Node(settings))
+        await _apply(node, a, b)
+        config = tmp_path / "cli.yaml"
+        config.write_text(
+            yaml.safe_dump({"node": {"name": node_name}, "broker": client | {"auth": auth}})
+        )
+        written = await asyncio.to_thread(
+            subprocess.run,
+            [*EDGETWIN, "acl", "--mosquitto", "-o", str(acl), "--config", str(config)],
+            capture_output=True,
+            text=True,
+            env=env_without_edgetwin(),
+            check=False,
+        )
+        assert written.returncode == 0, written.stderr
+        assert f"topic readwrite $hw/events/device/default/{a}/#" in acl.read_text()
+        await asyncio.to_thread(broker.reload)
+        yield Secured(node, broker.port, f"default/{a}", f"default/{b}", None)
+
+
+async def _apply(node: Node, a: str, b: str) -> None:
+    devices = [thermostat_model(), thermostat(a), thermostat(b, protocol="mqtt")]
+    assert await node.service.apply(devices) == []

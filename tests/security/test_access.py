@@ -1,0 +1,105 @@
+"""Who may connect and what each may do, on the embedded broker and on mosquitto alike."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgetwin.wire import topics
+from tests.security.conftest import Secured
+
+
+@pytest.mark.parametrize(
+    ("user", "password", "reason"),
+    [
+        ("dev-a", "wrong", "bad_credentials"),
+        ("nobody", "a-secret", "bad_credentials"),
+        (None, None, "no_credentials"),
+    ],
+)
+async def test_wrong_or_missing_credentials_are_refused(
+    secured: Secured, user: str | None, password: str | None, reason: str
+) -> None:
+    with pytest.raises(ConnectionRefusedError, match=r"[Nn]ot authori[sz]ed|[Bb]ad user"):
+        async with secured.client(user, password):
+            pass
+    if secured.gate is not None:
+        assert secured.gate.refused[reason] == 1
+
+
+async def test_a_device_cannot_touch_another_devices_twin(secured: Secured) -> None:
+    a, b = secured.a, secured.b
+    async with secured.client("dev-a") as device_a, secured.client("admin") as admin:
+        granted = await device_a.subscribe(
+            f"{topics.twin_get_topic(a)}/result", f"{topics.twin_update_topic(b)}/result"
+        )
+        # amqtt refuses the subscription; mosquitto grants it and delivers nothing on it.
+        assert granted == [True, secured.gate is None]
+        forged = {"event_id": "forged", "twin": {"label": {"actual": {"value": "pwned"}}}}
+        device_a.publish(topics.twin_update_topic(b), forged)
+        device_a.publish(topics.state_update_topic(b), {"state": "offline"})
+        # The broker handles a client's messages in order: once A's own request is answered,
+        # the two before it have been dropped.
+        device_a.publish(topics.twin_get_topic(a), {"event_id": "mine"})
+        topic, _, _ = await device_a.messages.get()
+        assert topic == f"{topics.twin_get_topic(a)}/result"
+
+        # B's own results are B's: the admin's change to B reaches A's subscription not at all.
+        update_b = topics.twin_update_topic(b)
+        await admin.subscribe(f"{update_b}/result", f"{topics.twin_get_topic(b)}/result")
+        await admin.request(
+            update_b, {"event_id": "ok", "twin": {"count": {"actual": {"value": "1"}}}}
+        )
+        device_a.publish(topics.twin_get_topic(a), {"event_id": "again"})
+        topic, _, _ = await device_a.messages.get()
+        assert topic == f"{topics.twin_get_topic(a)}/result"  # nothing of B's came before it
+
+        twin_b = await admin.request(topics.twin_get_topic(b), {"event_id": "check"})
+    assert "actual" not in twin_b["twin"]["label"]
+    assert twin_b["state"] == "unknown"
+    if secured.gate is not None:
+        assert secured.gate.denied == {"publish": 2, "subscribe": 1}
+
+
+async def test_a_device_may_update_its_own_twin(secured: Secured) -> None:
+    async with secured.client("dev-b") as device_b:
+        update = topics.twin_update_topic(secured.b)
+        await device_b.subscribe(f"{update}/result")
+        result = await device_b.request(
+            update, {"event_id": "1", "twin": {"label": {"actual": {"value": "mine"}}}}
+        )
+    assert result["twin"]["label"]["actual"]["value"] == "mine"
+
+
+async def test_a_mapper_serves_only_its_protocols_devices(secured: Secured) -> None:
+    a, b = secured.a, secured.b  # a speaks modbus, b mqtt
+    async with secured.client("modbus-mapper") as mapper, secured.client("admin") as admin:
+        granted = await mapper.subscribe(
+            topics.DELTA_FILTER,
+            topics.spec_filter("modbus"),
+            f"{topics.twin_update_topic(a)}/result",
+            topics.spec_filter("mqtt"),
+        )
+        assert granted == [True, True, True, secured.gate is None]
+        spec = await mapper.next(topics.spec_topic("modbus", a))
+        assert (spec["id"], spec["protocol"]) == (a, "modbus")
+
+        for device in (b, a):  # b's delta first: had it been delivered, it would come first
+            admin.publish(
+                topics.twin_update_topic(device),
+                {"event_id": "set", "twin": {"target": {"expected": {"value": "21"}}}},
+            )
+        seen = []
+        while not seen or seen[-1] != topics.delta_topic(a):
+            seen.append((await mapper.messages.get())[0])
+        assert not [t for t in seen if b in t]
+
+        report = {"event_id": "r", "twin": {"current": {"actual": {"value": "19.5"}}}}
+        mapper.publish(topics.twin_update_topic(b), report)  # not its device: dropped
+        accepted = await mapper.request(topics.twin_update_topic(a), report)
+        assert accepted["twin"]["current"]["actual"]["value"] == "19.5"
+
+        await admin.subscribe(f"{topics.twin_get_topic(b)}/result")
+        twin_b = await admin.request(topics.twin_get_topic(b), {"event_id": "check"})
+    assert "actual" not in twin_b["twin"]["current"]
+    if secured.gate is not None:
+        assert secured.gate.denied == {"publish": 1, "subscribe": 1}
