@@ -189,6 +189,7 @@ class Paho:
         )
         if username is not None:
             self.client.username_pw_set(username, password)
+        self.tls = tls is not None
         if tls is not None:
             self.client.tls_set_context(tls)
         self.client.on_message = self._on_message
@@ -212,7 +213,10 @@ class Paho:
 
     async def __aenter__(self) -> Self:
         """Connected; ConnectionRefusedError with the broker's reason if it says no."""
-        self.client.connect("127.0.0.1", self.port)
+        if self.tls:  # the handshake blocks, and the broker may be on this very loop
+            await asyncio.to_thread(self.client.connect, "127.0.0.1", self.port)
+        else:
+            self.client.connect("127.0.0.1", self.port)
         self.client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.client.loop_start()
         reason = await asyncio.wait_for(asyncio.shield(self._answered), 10)
@@ -398,29 +402,24 @@ class NodeProcess:
             self.args += ["--manifests", str(manifests)]
         self.args += extra
         self.proc: subprocess.Popen[bytes] | None = None
+        self.lines: LineWatch | None = None
+        """The node's log so far, once started."""
 
     def start(self) -> NodeProcess:
         self.proc = subprocess.Popen(self.args, stderr=subprocess.PIPE, env=env_without_edgetwin())
-        wait_for_line(self.proc, re.compile(r"node \S+ ready"), 30.0)
-        drain(self.proc)
+        self.lines = LineWatch(self.proc)
+        self.lines.wait_for(re.compile(r"node \S+ ready"), 30.0)
         return self
 
     def kill(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
-        self._close()
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None
         self.proc.send_signal(sig)
-        code = self.proc.wait(20)
-        self._close()
-        return code
-
-    def _close(self) -> None:
-        if self.proc is not None and self.proc.stderr is not None:
-            self.proc.stderr.close()
+        return self.proc.wait(20)
 
     def __enter__(self) -> Self:
         return self.start()
