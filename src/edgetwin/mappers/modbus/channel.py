@@ -9,6 +9,12 @@ pymodbus's own reconnect is off; the worker reconnects on the next request,
 with exponential backoff and jitter, and fails requests fast while it waits,
 so a device that is gone is reported offline at once instead of stalling the
 devices behind it.
+
+pymodbus hands the next frame on the wire to whichever request waits, without
+looking at its function code: on a serial line, the late answer to a request
+that timed out would be taken for the answer to the next one (a holding
+register read decoded as input registers). Each answer is checked against its
+request, and one that does not match is dropped and the request sent again.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,11 +39,13 @@ from edgetwin.tasks import start_guarded, stop_task
 
 log = logging.getLogger(__name__)
 
-Call = Callable[[ModbusBaseClient], Awaitable[ModbusPDU]]
-
 _PARITY = {"none": "N", "n": "N", "even": "E", "e": "E", "odd": "O", "o": "O"}
 _GATEWAY_SILENT = frozenset({ExcCodes.GATEWAY_PATH_UNAVIABLE, ExcCodes.GATEWAY_NO_RESPONSE})
 WRITE, READ = 0, 1
+_READS = frozenset({1, 2, 3, 4})  # coils, discrete inputs, holding and input registers
+_ERROR = 0x80
+_RESENDS = 2
+"""How many times a request is sent again after answers that belong to earlier ones."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +100,21 @@ def _number(config: Mapping[str, Any], key: str, default: int, low: int, high: i
     return value
 
 
+def answers(request: ModbusPDU, response: ModbusPDU) -> bool:
+    """Whether ``response`` is the answer to ``request`` (not a late one to another)."""
+    if response.function_code & ~_ERROR != request.function_code:
+        return False
+    if response.isError():
+        return True
+    if request.function_code in _READS:
+        got = len(response.bits) if request.function_code <= 2 else len(response.registers)
+        return request.count <= got < request.count + 8
+    return bool(response.address == request.address)
+
+
 @dataclass(slots=True)
 class _Job:
-    call: Call
+    request: ModbusPDU
     future: asyncio.Future[ModbusPDU]
 
 
@@ -116,6 +136,8 @@ class Channel:
         self.users = 0
         self.requests = 0
         """Requests sent on the wire, for the benchmarks."""
+        self.stray_answers = 0
+        """Answers dropped because they belonged to an earlier request."""
         self._queue: asyncio.PriorityQueue[tuple[int, int, _Job]] = asyncio.PriorityQueue()
         self._order = itertools.count()
         self._client: ModbusBaseClient | None = None
@@ -124,10 +146,10 @@ class Channel:
         self._closed = False
         self._worker = start_guarded(self._work(), f"modbus-{endpoint}")
 
-    async def call(self, call: Call, *, priority: int = READ) -> ModbusPDU:
-        """Run one request in turn; DeviceUnavailableError or PropertyError if it fails."""
+    async def call(self, request: ModbusPDU, *, priority: int = READ) -> ModbusPDU:
+        """Send one request in turn; DeviceUnavailableError or PropertyError if it fails."""
         future: asyncio.Future[ModbusPDU] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((priority, next(self._order), _Job(call, future)))
+        self._queue.put_nowait((priority, next(self._order), _Job(request, future)))
         return await future
 
     async def close(self) -> None:
@@ -146,7 +168,7 @@ class Channel:
             if job.future.done():  # its caller gave up
                 continue
             try:
-                result = await self._run(job.call)
+                result = await self._run(job.request)
             except (DeviceUnavailableError, PropertyError) as exc:
                 if not job.future.done():
                     job.future.set_exception(exc)
@@ -154,11 +176,28 @@ class Channel:
                 if not job.future.done():
                     job.future.set_result(result)
 
-    async def _run(self, call: Call) -> ModbusPDU:
+    async def _run(self, request: ModbusPDU) -> ModbusPDU:
         client = await self._connected()
+        for _ in range(_RESENDS + 1):
+            response = await self._send(client, request)
+            if answers(request, response):
+                break
+            self.stray_answers += 1
+            log.debug("modbus %s: dropped an answer to an earlier request", self.endpoint)
+        else:
+            raise DeviceUnavailableError(f"{self.endpoint}: answers do not match the requests")
+        if response.isError():
+            code = response.exception_code
+            name = ExcCodes(code).name if code in ExcCodes.__members__.values() else str(code)
+            if code in _GATEWAY_SILENT:
+                raise DeviceUnavailableError(f"{self.endpoint}: the gateway says {name}")
+            raise PropertyError(f"the device answered with exception {code} ({name})")
+        return response
+
+    async def _send(self, client: ModbusBaseClient, request: ModbusPDU) -> ModbusPDU:
         self.requests += 1
         try:
-            response = await call(client)
+            response: ModbusPDU = await client.execute(no_response_expected=False, request=request)
         except ConnectionException as exc:
             self._disconnect()
             raise DeviceUnavailableError(f"{self.endpoint}: connection lost ({exc})") from None
@@ -171,12 +210,6 @@ class Channel:
             ) from None
         except ModbusException as exc:
             raise PropertyError(f"{self.endpoint}: {exc}") from None
-        if response.isError():
-            code = response.exception_code
-            name = ExcCodes(code).name if code in ExcCodes.__members__.values() else str(code)
-            if code in _GATEWAY_SILENT:
-                raise DeviceUnavailableError(f"{self.endpoint}: the gateway says {name}")
-            raise PropertyError(f"the device answered with exception {code} ({name})")
         return response
 
     async def _connected(self) -> ModbusBaseClient:

@@ -5,6 +5,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
+from pymodbus.pdu import ModbusPDU
+from pymodbus.pdu.bit_message import (
+    ReadCoilsRequest,
+    ReadDiscreteInputsRequest,
+    WriteSingleCoilRequest,
+)
+from pymodbus.pdu.register_message import (
+    ReadHoldingRegistersRequest,
+    ReadInputRegistersRequest,
+    WriteMultipleRegistersRequest,
+    WriteSingleRegisterRequest,
+)
+
 from edgetwin.mappers.modbus.channel import WRITE, Channel, Endpoint, slave_id
 from edgetwin.mappers.modbus.plan import ReadRange, plan_reads
 from edgetwin.mappers.modbus.visitor import Register, Visitor
@@ -16,6 +29,13 @@ from edgetwin.mappers.plugin import (
     PropertyError,
 )
 from edgetwin.wire.spec import DeviceSpecMessage, PropertySpec
+
+_READ_REQUESTS: dict[Register, type[ModbusPDU]] = {
+    Register.COIL: ReadCoilsRequest,
+    Register.DISCRETE_INPUT: ReadDiscreteInputsRequest,
+    Register.HOLDING: ReadHoldingRegistersRequest,
+    Register.INPUT: ReadInputRegistersRequest,
+}
 
 
 class ModbusMapper(Mapper):
@@ -113,28 +133,12 @@ class ModbusDevice(DeviceDriver):
         return values
 
     async def _read(self, read: ReadRange) -> list[int] | list[bool]:
-        unit, start, count = self.unit, read.start, read.count
-        match read.register:
-            case Register.COIL:
-                response = await self.channel.call(
-                    lambda c: c.read_coils(start, count=count, device_id=unit)
-                )
-                return list(response.bits[:count])
-            case Register.DISCRETE_INPUT:
-                response = await self.channel.call(
-                    lambda c: c.read_discrete_inputs(start, count=count, device_id=unit)
-                )
-                return list(response.bits[:count])
-            case Register.HOLDING:
-                response = await self.channel.call(
-                    lambda c: c.read_holding_registers(start, count=count, device_id=unit)
-                )
-            case Register.INPUT:
-                response = await self.channel.call(
-                    lambda c: c.read_input_registers(start, count=count, device_id=unit)
-                )
-        if len(response.registers) < count:
-            raise PropertyError(f"asked for {count} registers, got {len(response.registers)}")
+        request = _READ_REQUESTS[read.register](
+            address=read.start, count=read.count, dev_id=self.unit
+        )
+        response = await self.channel.call(request)
+        if read.register in (Register.COIL, Register.DISCRETE_INPUT):
+            return list(response.bits[: read.count])
         return list(response.registers)
 
     async def write(self, prop: PropertySpec, value: str) -> None:
@@ -143,20 +147,15 @@ class ModbusDevice(DeviceDriver):
             where = visitor.register.value if visitor else "no register"
             raise PropertyError(f"{prop.name} is in a {where}, which cannot be written")
         encoded = visitor.encode(value)
-        unit, address = self.unit, visitor.offset
+        address, unit = visitor.offset, self.unit
+        request: ModbusPDU
         if isinstance(encoded, bool):
-            await self.channel.call(
-                lambda c: c.write_coil(address, encoded, device_id=unit), priority=WRITE
-            )
+            request = WriteSingleCoilRequest(address=address, bits=[encoded], dev_id=unit)
         elif len(encoded) == 1:
-            word = encoded[0]
-            await self.channel.call(
-                lambda c: c.write_register(address, word, device_id=unit), priority=WRITE
-            )
+            request = WriteSingleRegisterRequest(address=address, registers=encoded, dev_id=unit)
         else:  # a multi-register value in one request, never torn in half
-            await self.channel.call(
-                lambda c: c.write_registers(address, encoded, device_id=unit), priority=WRITE
-            )
+            request = WriteMultipleRegistersRequest(address=address, registers=encoded, dev_id=unit)
+        await self.channel.call(request, priority=WRITE)
 
     async def close(self) -> None:
         await self._mapper.release(self.channel)
