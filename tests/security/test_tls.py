@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
+import datetime as dt
 import ssl
 import subprocess
 from collections.abc import AsyncIterator
@@ -70,12 +70,12 @@ async def tls_node(tmp_path: Path) -> AsyncIterator[TlsNode]:
 def _client_cert(ca: trustme.CA, user: str, *, expired: bool = False) -> trustme.LeafCert:
     if not expired:
         return ca.issue_cert(f"{user}.clients.example", common_name=user)
-    now = datetime.datetime.now(datetime.UTC)
+    now = dt.datetime.now(dt.UTC)
     return ca.issue_cert(
         f"{user}.clients.example",
         common_name=user,
-        not_before=now - datetime.timedelta(days=2),
-        not_after=now - datetime.timedelta(days=1),
+        not_before=now - dt.timedelta(days=2),
+        not_after=now - dt.timedelta(days=1),
     )
 
 
