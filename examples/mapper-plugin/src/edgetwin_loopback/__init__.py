@@ -30,7 +30,9 @@ class LoopbackDevice(DeviceDriver):
         for prop in spec.properties:
             initial = prop.visitors.get("initial", "0")
             if not isinstance(initial, str):
-                raise DeviceConfigError(f"property {prop.name}: visitors.configData.initial: a string")
+                raise DeviceConfigError(
+                    f"property {prop.name}: visitors.configData.initial: a string"
+                )
             self.values[prop.name] = initial
             if prop.visitors.get("counts") is True:
                 self.counting.add(prop.name)
