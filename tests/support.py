@@ -162,11 +162,49 @@ def wait_for_line(proc: subprocess.Popen[bytes], pattern: re.Pattern[str], timeo
     raise RuntimeError(f"no line matching {pattern.pattern!r}; got: {buffer.decode()[-2000:]}")
 
 
-def drain(proc: subprocess.Popen[bytes]) -> None:
-    """Keep reading a child's stderr so a full pipe never stalls it."""
+def drain(proc: subprocess.Popen[bytes]) -> threading.Thread:
+    """Keep reading a child's stderr so a full pipe never stalls it; closed at its end.
+
+    Join the thread after the child has exited: closing the stream from here
+    while the thread still reads it would fail in the thread.
+    """
     stream = proc.stderr
     assert stream is not None
-    threading.Thread(target=lambda: collections.deque(stream, maxlen=0), daemon=True).start()
+
+    def read_to_the_end() -> None:
+        with stream:
+            collections.deque(stream, maxlen=0)
+
+    thread = threading.Thread(target=read_to_the_end, daemon=True)
+    thread.start()
+    return thread
+
+
+@contextlib.contextmanager
+def child_process(
+    args: list[str],
+    ready: re.Pattern[str],
+    *,
+    env: dict[str, str] | None = None,
+    clean_exit: bool = True,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A child process, once a line of its stderr matches ``ready``; terminated at the end
+    (``clean_exit``: and it must exit with 0)."""
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, env=env)
+    assert proc.stderr is not None
+    reader: threading.Thread | None = None
+    try:
+        wait_for_line(proc, ready, 30.0)
+        reader = drain(proc)
+        yield proc
+    finally:
+        proc.terminate()
+        code = proc.wait(10)
+        if reader is not None:
+            reader.join(10)
+        else:
+            proc.stderr.close()
+    assert code == 0 or not clean_exit, f"{args[:3]} exited with {code}"
 
 
 class Paho:

@@ -8,7 +8,6 @@ import contextlib
 import json
 import re
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,12 +15,11 @@ from tests.mappers.watch import DeviceWatch
 from tests.support import (
     EDGETWIN,
     NodeProcess,
-    drain,
+    child_process,
     env_without_edgetwin,
     free_port,
     run_cli,
     unique,
-    wait_for_line,
 )
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
@@ -30,18 +28,10 @@ EXAMPLES = Path(__file__).parents[2] / "examples"
 @contextlib.contextmanager
 def simulator(*args: str, ready: str) -> Iterator[None]:
     """``edgetwin simulate ...`` as a child process, once it says it is ready."""
-    proc = subprocess.Popen(
-        [*EDGETWIN, "simulate", *args], stderr=subprocess.PIPE, env=env_without_edgetwin()
-    )
-    try:
-        wait_for_line(proc, re.compile(ready), 30.0)
-        drain(proc)
+    with child_process(
+        [*EDGETWIN, "simulate", *args], re.compile(ready), env=env_without_edgetwin()
+    ):
         yield
-    finally:
-        proc.terminate()
-        assert proc.wait(10) == 0
-        if proc.stderr is not None:
-            proc.stderr.close()
 
 
 async def _cli(node: NodeProcess, *args: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import re
 import shutil
-import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from pymodbus.server.base import ModbusBaseServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from edgetwin.wire.resources import Device, DeviceModel
-from tests.support import device_manifest, drain, free_port, wait_for_line
+from tests.support import child_process, device_manifest, free_port
 
 COILS, DISCRETE, HOLDING, INPUT = 1, 2, 3, 4  # function codes naming the tables
 
@@ -80,25 +79,10 @@ def pty_pair(folder: Path) -> Iterator[tuple[str, str]]:
     if socat is None:
         raise RuntimeError("socat is not installed: run scripts/test, which installs it")
     device_end, mapper_end = folder / "tty-device", folder / "tty-mapper"
-    proc = subprocess.Popen(
-        [
-            socat,
-            "-d",
-            "-d",
-            f"pty,raw,echo=0,link={device_end}",
-            f"pty,raw,echo=0,link={mapper_end}",
-        ],
-        stderr=subprocess.PIPE,
-    )
-    try:
-        wait_for_line(proc, re.compile("starting data transfer loop"), 10.0)
-        drain(proc)
+    ends = [f"pty,raw,echo=0,link={device_end}", f"pty,raw,echo=0,link={mapper_end}"]
+    ready = re.compile("starting data transfer loop")
+    with child_process([socat, "-d", "-d", *ends], ready, clean_exit=False):
         yield str(device_end), str(mapper_end)
-    finally:
-        proc.terminate()
-        proc.wait(5)
-        if proc.stderr is not None:
-            proc.stderr.close()
 
 
 class _SilentForAbsentSlaves:

@@ -19,11 +19,10 @@ from tests.mappers.watch import DeviceWatch
 from tests.support import (
     EDGETWIN,
     NodeProcess,
-    drain,
+    child_process,
     env_without_edgetwin,
     run_cli,
     unique,
-    wait_for_line,
 )
 
 PLUGIN = Path(__file__).parents[2] / "examples" / "mapper-plugin"
@@ -102,18 +101,9 @@ def mapper_process(plugin_path: Path, tmp_path: Path) -> Iterator[NodeProcess]:
     node = NodeProcess(tmp_path, node=unique("node"), manifests=_manifests(tmp_path / "m"))
     with node:
         args = [*EDGETWIN, "mapper", "loopback", "--broker", f"127.0.0.1:{node.port}"]
-        proc = subprocess.Popen(
-            [*args, "--node", node.node], stderr=subprocess.PIPE, env=_env(plugin_path)
-        )
-        try:
-            wait_for_line(proc, re.compile("serving device default/loop-1"), 30.0)
-            drain(proc)
+        ready = re.compile("serving device default/loop-1")
+        with child_process([*args, "--node", node.node], ready, env=_env(plugin_path)):
             yield node
-        finally:
-            proc.terminate()
-            assert proc.wait(10) == 0
-            if proc.stderr is not None:
-                proc.stderr.close()
 
 
 async def test_a_mapper_from_another_package_serves_its_devices(
