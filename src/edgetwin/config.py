@@ -103,6 +103,13 @@ class BrokerSettings(_Section):
         gt=0,
         description="Most publications per second one client may send (burst: 2 s).",
     )
+    max_packet_bytes: int = Field(
+        1_048_576,
+        ge=1024,
+        le=268_435_455,
+        description="Largest MQTT packet the embedded broker takes; a client that announces "
+        "a bigger one is disconnected before it is read.",
+    )
 
 
 class StoreSettings(_Section):

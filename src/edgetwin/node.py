@@ -81,6 +81,7 @@ class Node:
                         tls=settings.broker.tls_listener,
                         protocol_of=self.engine.protocol_of,
                         max_messages_per_second=settings.broker.max_messages_per_second,
+                        max_packet_bytes=settings.broker.max_packet_bytes,
                     )
                 )
                 self.broker_port = self.broker.port

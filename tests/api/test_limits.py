@@ -1,8 +1,9 @@
-"""Configured limits give clear errors: devices per node, properties per device, and
-messages per second per client (on the embedded broker)."""
+"""Configured limits give clear errors: devices per node, properties per device,
+messages per second per client and packet size (on the embedded broker)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -62,3 +63,64 @@ async def test_a_client_over_its_message_rate_is_told_to_slow_down(tmp_path: Pat
     assert 40 <= codes.count(200) < 50
     assert codes.count(429) == limited == 100 - codes.count(200)
     assert answered["event_id"] == "calm"
+
+
+def _packet(kind: int, body: bytes, announced: int | None = None) -> bytes:
+    """An MQTT 3.1.1 packet: its fixed header (announcing ``announced`` bytes) and body."""
+    length, encoded = len(body) if announced is None else announced, bytearray()
+    while True:
+        length, byte = divmod(length, 128)
+        encoded.append(byte | (0x80 if length else 0))
+        if not length:
+            return bytes([kind]) + bytes(encoded) + body
+
+
+def _string(text: str) -> bytes:
+    return len(text).to_bytes(2, "big") + text.encode()
+
+
+CONNECT = _packet(0x10, _string("MQTT") + bytes([4, 0x02, 0, 60]) + _string("raw-client"))
+
+
+async def _closed_by_the_broker(port: int, *packets: bytes) -> bytes:
+    """Send ``packets`` on a raw connection; what the broker sent before it closed it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for packet in packets:
+            writer.write(packet)
+        writer.write(b"\0" * 4096)  # the start of a body the broker must not wait for
+        return await asyncio.wait_for(reader.read(), 10)  # until the end of the stream
+    finally:
+        writer.close()
+
+
+async def test_a_packet_over_the_size_limit_ends_the_connection_before_it_is_read(
+    tmp_path: Path,
+) -> None:
+    settings = _settings(
+        tmp_path, broker={"port": 0, "max_packet_bytes": 65536}, twin={"max_payload_bytes": 4096}
+    )
+    async with Node(settings) as node:
+        assert node.broker is not None
+        name = unique("dev")
+        device = f"default/{name}"
+        before = thermostat(name, desired={"label": "before"})
+        assert await node.service.apply([thermostat_model(), before]) == []
+        update = topics.twin_update_topic(device)
+
+        # Before any CONNECT, a client announcing a 200 MB packet is cut off at once.
+        assert await _closed_by_the_broker(node.broker_port, _packet(0x10, b"", 200_000_000)) == b""
+        # Connected, a 100 KB publication is cut off at its fixed header: CONNACK, then the end.
+        publish = _packet(0x30, _string(update), 100_000)
+        sent_back = await _closed_by_the_broker(node.broker_port, CONNECT, publish)
+        assert sent_back == bytes([0x20, 2, 0, 0])
+        assert node.broker.gate.too_large == 2
+
+        async with Paho(node.broker_port) as client:  # under the packet limit: a clear 413
+            get = topics.twin_get_topic(device)
+            await client.subscribe(f"{update}/result", f"{get}/result")
+            big = {"event_id": "big", "twin": {"label": {"expected": {"value": "x" * 5000}}}}
+            refused = await client.request(update, big)
+            twin = await client.request(get, {"event_id": "get"})
+    assert refused["code"] == 413
+    assert twin["twin"]["label"]["expected"]["value"] == "before"

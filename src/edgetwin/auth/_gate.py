@@ -54,6 +54,8 @@ class Gate:
         """Denied publications and subscriptions, by action."""
         self.rate_limited = 0
         """Publications dropped for going over a client's rate."""
+        self.too_large = 0
+        """Connections closed for announcing a packet over the size limit."""
 
     def internal_user(self, identity: Identity) -> tuple[str, str]:
         """Credentials, known only to this process, for a client of ours (a mapper of the node)."""
@@ -116,6 +118,10 @@ class Gate:
             return False
         self._buckets[client] = (tokens - 1.0, now)
         return True
+
+    def packet_too_large(self, peer: str, size: int, limit: int) -> None:
+        self.too_large += 1
+        self._log(peer, "size", "closed %s: a %d-byte packet is over %d bytes", peer, size, limit)
 
     def _log(self, client: str, reason: str, message: str, *args: object) -> None:
         now = time.monotonic()

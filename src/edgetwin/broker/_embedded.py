@@ -62,14 +62,60 @@ class _ClosingWriter(StreamWriterAdapter):  # type: ignore[misc]
             self._writer.close()
 
 
+class _SizeLimitedReader(StreamReaderAdapter):  # type: ignore[misc]
+    """amqtt's stream reader, ending the connection at a fixed header announcing too much.
+
+    amqtt reads whatever remaining length a client announces (up to 256 MB),
+    before the client has even authenticated. It reads each fixed header a
+    byte at a time and then exactly the packet's body, so following its reads
+    finds every packet's length before the body is read. An oversize packet
+    reads as the end of the stream, which closes the connection.
+    """
+
+    def __init__(
+        self, reader: asyncio.StreamReader, limit: int, too_large: Callable[[int], None]
+    ) -> None:
+        super().__init__(reader)
+        self._limit = limit
+        self._too_large = too_large
+        self._header = bytearray()
+        self._body_left = 0
+        self._ended = False
+
+    async def read(self, n: int = -1) -> bytes:
+        if self._ended:
+            raise asyncio.IncompleteReadError(b"", None)
+        data: bytes = await super().read(n)
+        if self._body_left:
+            self._body_left -= len(data)
+            return data
+        self._header += data
+        if len(self._header) >= 2 and not self._header[-1] & 0x80:  # the last length byte
+            length = sum((b & 0x7F) << (7 * i) for i, b in enumerate(self._header[1:]))
+            self._header.clear()
+            if length > self._limit:
+                self._ended = True
+                self._too_large(length)
+                raise asyncio.IncompleteReadError(b"", None)
+            self._body_left = length
+        return data
+
+
 class _KubeEdgeBroker(Broker):  # type: ignore[misc]
     """amqtt's broker, allowing client publications under ``$hw/``, with in-process links."""
 
-    def __init__(self, config: dict[str, Any], gate: Gate, tls: TlsListenerSettings | None) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        gate: Gate,
+        tls: TlsListenerSettings | None,
+        max_packet_bytes: int,
+    ) -> None:
         super().__init__(config)
         self._links: list[LocalConnection] = []
         self.gate = gate
         self._tls = tls
+        self._max_packet_bytes = max_packet_bytes
 
     def _create_ssl_context(self, _listener: Any) -> ssl.SSLContext:  # noqa: ANN401
         """Our TLS settings instead of amqtt's: client certificates verified, or required."""
@@ -113,9 +159,15 @@ class _KubeEdgeBroker(Broker):  # type: ignore[misc]
     async def stream_connected(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
     ) -> None:
-        await self._client_connected(
-            listener_name, StreamReaderAdapter(reader), _ClosingWriter(writer)
+        peer = "{}:{}".format(*writer.get_extra_info("peername", ("?", 0))[:2])
+        limit = self._max_packet_bytes
+        bounded = _SizeLimitedReader(
+            reader, limit, lambda size: self.gate.packet_too_large(peer, size, limit)
         )
+        try:
+            await self._client_connected(listener_name, bounded, _ClosingWriter(writer))
+        finally:  # amqtt leaves the socket open when the first packet is not a good CONNECT
+            writer.close()
 
     async def _publish_retained_messages_for_subscription(
         self,
@@ -237,8 +289,10 @@ class EmbeddedBroker:
         tls: TlsListenerSettings | None = None,
         protocol_of: Callable[[str], str | None] = lambda _device: None,
         max_messages_per_second: float = 200.0,
+        max_packet_bytes: int = 1_048_576,
     ) -> None:
         self.host = host
+        self._max_packet_bytes = max_packet_bytes
         self._requested_port = port
         self._tls = tls
         self.gate = Gate(
@@ -267,7 +321,7 @@ class EmbeddedBroker:
         return {"listeners": listeners, "plugins": {}}
 
     async def __aenter__(self) -> Self:
-        broker = _KubeEdgeBroker(self._config(), self.gate, self._tls)
+        broker = _KubeEdgeBroker(self._config(), self.gate, self._tls, self._max_packet_bytes)
         amqtt_log = logging.getLogger("amqtt")
         level = amqtt_log.level
         amqtt_log.setLevel(logging.CRITICAL)  # amqtt logs a traceback for a busy port

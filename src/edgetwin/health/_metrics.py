@@ -142,6 +142,11 @@ class _NodeCollector(Collector):
             "Publications dropped for going over a client's message rate.",
             value=gate.rate_limited,
         )
+        yield CounterMetricFamily(
+            "edgetwin_broker_packets_too_large",
+            "Connections closed for announcing a packet over broker.max_packet_bytes.",
+            value=gate.too_large,
+        )
 
     def _cloud(self, cloud: CloudSync) -> Iterator[Metric]:
         yield GaugeMetricFamily(
