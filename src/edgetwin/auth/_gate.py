@@ -3,9 +3,9 @@
 Kept apart from amqtt so the rules are plain code; the broker calls
 :meth:`Gate.authenticate` on CONNECT, :meth:`Gate.allows` on every publish,
 subscribe and delivery, and :meth:`Gate.admit` on every publication. Refusals
-and denials are logged (one line per client and reason every
-:data:`LOG_EVERY` seconds at most, so a flood cannot flood the log) and
-counted for the metrics.
+and denials are counted for the metrics and logged, so that a flood cannot
+flood the log: a denial or a rate limit once per client and reason every
+:data:`LOG_EVERY` seconds at most, a refused connection once per reason.
 """
 
 from __future__ import annotations
@@ -76,19 +76,24 @@ class Gate:
         if cert_user:
             return self._policy.identity(cert_user)
         if not user:
-            self._refuse(client, "no_credentials", "no user name")
+            self.refuse(client, "no_credentials", "no user name")
             return None
         internal = self._internal.get(user)
         if internal is not None and secrets.compare_digest(internal[0], password or ""):
             return internal[1]
         if password is None or not self._passwords.check(user, password):
-            self._refuse(client, "bad_credentials", f"wrong user name or password ({user})")
+            self.refuse(client, "bad_credentials", f"wrong user name or password ({user})")
             return None
         return self._policy.identity(user)
 
-    def _refuse(self, client: str, reason: str, why: str) -> None:
+    def refuse(self, client: str, reason: str, why: str) -> None:
+        """Count and log a refused connection (``client``: its id, or its address).
+
+        Logged once per reason every :data:`LOG_EVERY` seconds: a client that
+        has not authenticated can change its id or port at every attempt.
+        """
         self.refused[reason] += 1
-        self._log(client, reason, "refused connection of %s: %s", client, why)
+        self._log("", reason, "refused connection of %s: %s", client, why)
 
     def allows(self, who: Identity, action: Action, topic: str, client: str) -> bool:
         if who.role is Role.ADMIN or self._policy.allows(who, action, topic):
@@ -121,7 +126,7 @@ class Gate:
 
     def packet_too_large(self, peer: str, size: int, limit: int) -> None:
         self.too_large += 1
-        self._log(peer, "size", "closed %s: a %d-byte packet is over %d bytes", peer, size, limit)
+        self._log("", "size", "closed %s: a %d-byte packet is over %d bytes", peer, size, limit)
 
     def _log(self, client: str, reason: str, message: str, *args: object) -> None:
         now = time.monotonic()

@@ -44,6 +44,8 @@ from edgetwin.wire.messages import Code, error_result
 log = logging.getLogger(__name__)
 
 KUBEEDGE_PREFIX = "$hw/"
+TLS_LISTENER = "tls"
+HANDSHAKE_SECONDS = 10.0
 _IDENTITY = "edgetwin_identity"  # the Session attribute holding the client's Identity
 
 
@@ -108,7 +110,7 @@ class _KubeEdgeBroker(Broker):  # type: ignore[misc]
         self,
         config: dict[str, Any],
         gate: Gate,
-        tls: TlsListenerSettings | None,
+        tls: ssl.SSLContext | None,
         max_packet_bytes: int,
     ) -> None:
         super().__init__(config)
@@ -116,15 +118,6 @@ class _KubeEdgeBroker(Broker):  # type: ignore[misc]
         self.gate = gate
         self._tls = tls
         self._max_packet_bytes = max_packet_bytes
-
-    def _create_ssl_context(self, _listener: Any) -> ssl.SSLContext:  # noqa: ANN401
-        """Our TLS settings instead of amqtt's: client certificates verified, or required."""
-        tls = self._tls
-        assert tls is not None
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=tls.ca_file)
-        context.load_cert_chain(tls.cert_file, tls.key_file)
-        context.verify_mode = ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_OPTIONAL
-        return context
 
     # --- the gate in amqtt's hooks ------------------------------------------------------------
 
@@ -165,9 +158,25 @@ class _KubeEdgeBroker(Broker):  # type: ignore[misc]
             reader, limit, lambda size: self.gate.packet_too_large(peer, size, limit)
         )
         try:
+            if listener_name == TLS_LISTENER and not await self._handshake(writer, peer):
+                return
             await self._client_connected(listener_name, bounded, _ClosingWriter(writer))
         finally:  # amqtt leaves the socket open when the first packet is not a good CONNECT
             writer.close()
+
+    async def _handshake(self, writer: asyncio.StreamWriter, peer: str) -> bool:
+        """TLS on the TLS listener's plain socket, here rather than in asyncio's server,
+        which drops failed handshakes silently: a refused certificate is logged and counted."""
+        assert self._tls is not None
+        try:
+            await writer.start_tls(self._tls, ssl_handshake_timeout=HANDSHAKE_SECONDS)
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+            # "certificate has expired", "PEER_DID_NOT_RETURN_A_CERTIFICATE", "TimeoutError"
+            why = getattr(exc, "verify_message", None) or getattr(exc, "reason", None)
+            reason = why or type(exc).__name__
+            self.gate.refuse(peer, "tls_handshake", f"TLS handshake failed: {reason}")
+            return False
+        return True
 
     async def _publish_retained_messages_for_subscription(
         self,
@@ -261,6 +270,14 @@ class _KubeEdgeBroker(Broker):  # type: ignore[misc]
             await self.internal_message_broadcast(request.result_topic, result, 0)
 
 
+def _server_context(tls: TlsListenerSettings) -> ssl.SSLContext:
+    """The TLS listener's context: client certificates verified when sent, or required."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=tls.ca_file)
+    context.load_cert_chain(tls.cert_file, tls.key_file)
+    context.verify_mode = ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_OPTIONAL
+    return context
+
+
 def _certificate_name(writer: Any) -> str | None:  # noqa: ANN401 - amqtt's writer adapter
     """The CN of the client's verified certificate, if it sent one."""
     stream = getattr(writer, "_writer", None)
@@ -309,23 +326,17 @@ class EmbeddedBroker:
         listeners: dict[str, Any] = {
             "default": {"type": "tcp", "bind": f"{self.host}:{self._requested_port}"}
         }
-        if self._tls is not None:
-            bind = f"{self._tls.host}:{self._tls.port}"
-            listeners["tls"] = {
-                "type": "tcp",
-                "bind": bind,
-                "ssl": True,
-                "certfile": str(self._tls.cert_file),
-                "keyfile": str(self._tls.key_file),
-            }
+        if self._tls is not None:  # plain TCP to amqtt; the broker does the handshake
+            listeners[TLS_LISTENER] = {"type": "tcp", "bind": f"{self._tls.host}:{self._tls.port}"}
         return {"listeners": listeners, "plugins": {}}
 
     async def __aenter__(self) -> Self:
-        broker = _KubeEdgeBroker(self._config(), self.gate, self._tls, self._max_packet_bytes)
         amqtt_log = logging.getLogger("amqtt")
         level = amqtt_log.level
         amqtt_log.setLevel(logging.CRITICAL)  # amqtt logs a traceback for a busy port
         try:
+            context = _server_context(self._tls) if self._tls is not None else None
+            broker = _KubeEdgeBroker(self._config(), self.gate, context, self._max_packet_bytes)
             await broker.start()
         except BrokerError as exc:
             cause = exc.__cause__
@@ -341,7 +352,7 @@ class EmbeddedBroker:
         self._broker = broker
         self.port = _bound_port(broker, "default")
         if self._tls is not None:
-            self.tls_port = _bound_port(broker, "tls")
+            self.tls_port = _bound_port(broker, TLS_LISTENER)
         log.info(
             "embedded MQTT broker listening on %s:%d%s%s",
             self.host,
