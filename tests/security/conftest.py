@@ -81,44 +81,60 @@ async def secured(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     a, b = unique("a"), unique("b")
     auth = auth_settings(tmp_path, f"default/{a}", f"default/{b}")
     node_name = unique("node")
-    base: dict[str, Any] = {
-        "node": {"name": node_name, "data_dir": str(tmp_path)},
-        "store": {"synchronous": "NORMAL"},
-    }
     async with contextlib.AsyncExitStack() as stack:
         if request.param == "amqtt":
-            settings = load_settings(**base, broker={"port": 0, "auth": auth})
+            settings = load_settings(
+                node={"name": node_name, "data_dir": str(tmp_path)},
+                store={"synchronous": "NORMAL"},
+                broker={"port": 0, "auth": auth},
+            )
             node = await stack.enter_async_context(Node(settings))
-            await _apply(node, a, b)
+            await apply_devices(node, a, b)
             assert node.broker is not None
             yield Secured(node, node.broker_port, f"default/{a}", f"default/{b}", node.broker.gate)
             return
-        acl = tmp_path / "acl"
-        acl.write_text(mosquitto_acl(AuthSettings.model_validate(auth), []))
-        listener = f"allow_anonymous false\npassword_file {auth['password_file']}\nacl_file {acl}\n"
-        broker = stack.enter_context(Mosquitto(tmp_path, listener))
-        client = {"port": broker.port, "username": "admin", "password": PASSWORDS["admin"]}
-        settings = load_settings(**base, broker={"embedded": False, **client})
-        node = await stack.enter_async_context(Node(settings))
-        await _apply(node, a, b)
-        config = tmp_path / "cli.yaml"
-        config.write_text(
-            yaml.safe_dump({"node": {"name": node_name}, "broker": client | {"auth": auth}})
+        broker, node, config = await stack.enter_async_context(
+            node_on_mosquitto(tmp_path, auth, node_name)
         )
+        await apply_devices(node, a, b)
         written = await asyncio.to_thread(
             subprocess.run,
-            [*EDGETWIN, "acl", "--mosquitto", "-o", str(acl), "--config", str(config)],
+            [*EDGETWIN, "acl", "--mosquitto", "-o", str(tmp_path / "acl"), "--config", str(config)],
             capture_output=True,
             text=True,
             env=env_without_edgetwin(),
             check=False,
         )
         assert written.returncode == 0, written.stderr
-        assert f"topic readwrite $hw/events/device/default/{a}/#" in acl.read_text()
+        assert f"topic readwrite $hw/events/device/default/{a}/#" in (tmp_path / "acl").read_text()
         await asyncio.to_thread(broker.reload)
         yield Secured(node, broker.port, f"default/{a}", f"default/{b}", None)
 
 
-async def _apply(node: Node, a: str, b: str) -> None:
+@contextlib.asynccontextmanager
+async def node_on_mosquitto(
+    folder: Path, auth: dict[str, Any], node_name: str
+) -> AsyncIterator[tuple[Mosquitto, Node, Path]]:
+    """mosquitto with ``auth``'s password file and an acl_file (``folder/acl``, for no
+    devices yet), a node on it as the admin, and a config file for the CLI as the admin."""
+    acl = folder / "acl"
+    acl.write_text(mosquitto_acl(AuthSettings.model_validate(auth), []))
+    listener = f"allow_anonymous false\npassword_file {auth['password_file']}\nacl_file {acl}\n"
+    with Mosquitto(folder, listener) as broker:
+        client = {"port": broker.port, "username": "admin", "password": PASSWORDS["admin"]}
+        settings = load_settings(
+            node={"name": node_name, "data_dir": str(folder)},
+            store={"synchronous": "NORMAL"},
+            broker={"embedded": False, **client},
+        )
+        config = folder / "cli.yaml"
+        config.write_text(
+            yaml.safe_dump({"node": {"name": node_name}, "broker": client | {"auth": auth}})
+        )
+        async with Node(settings) as node:
+            yield broker, node, config
+
+
+async def apply_devices(node: Node, a: str, b: str) -> None:
     devices = [thermostat_model(), thermostat(a), thermostat(b, protocol="mqtt")]
     assert await node.service.apply(devices) == []

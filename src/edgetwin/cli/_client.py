@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import yaml
 
-from edgetwin.auth import DeviceEntry, mosquitto_acl
+from edgetwin.cli._acl import acl_text, write_if_changed
 from edgetwin.config import Settings
 from edgetwin.errors import EdgetwinError, RequestError
 from edgetwin.mqtt import BrokerAddress, MqttConnection, request
@@ -95,16 +95,12 @@ async def _set(ask: _Asker, args: argparse.Namespace) -> None:
 
 async def _acl(ask: _Asker, node: str, settings: Settings, args: argparse.Namespace) -> None:
     """The mosquitto acl_file for broker.auth's roles and the node's devices now."""
-    result = await ask(topics.membership_get_topic(node), {})
-    devices = [
-        DeviceEntry(d["id"], d["protocol"]) for d in result.get("devices", []) if d.get("protocol")
-    ]
-    text = mosquitto_acl(settings.broker.auth, devices)
+    text, count = acl_text(settings, await ask(topics.membership_get_topic(node), {}))
     if args.output is None:
         sys.stdout.write(text)
     else:
-        args.output.write_text(text, encoding="utf-8")
-        print(f"{args.output}: {len(devices)} device(s)")
+        write_if_changed(args.output, text)
+        print(f"{args.output}: {count} device(s)")
 
 
 async def _get_devices(ask: _Asker, node: str, output: str) -> None:

@@ -89,6 +89,16 @@ def _parser() -> argparse.ArgumentParser:
         "--mosquitto", action="store_true", required=True, help="in mosquitto's acl_file format"
     )
     acl.add_argument("-o", "--output", type=Path, help="write here instead of to stdout")
+    acl.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep running: write the file again whenever the node's devices change",
+    )
+    acl.add_argument(
+        "--reload-pid-file",
+        type=Path,
+        help="mosquitto's pid_file: send it SIGHUP after each write (with --follow)",
+    )
 
     passwd = commands.add_parser(
         "passwd", help="add or change a user in a password file (mosquitto_passwd format)"
@@ -134,8 +144,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         settings = _settings(args)
         configure_logging(settings.log.level, settings.log.format)
-        if args.command in _SERVICES:
-            asyncio.run(_serve_until_signal(_SERVICES[args.command](args, settings)))
+        service = _SERVICES.get(args.command)
+        if args.command == "acl" and args.follow:
+            service = _acl_follower
+        if service is not None:
+            asyncio.run(_serve_until_signal(service(args, settings)))
         else:
             asyncio.run(_client.run_command(args, settings))
     except EdgetwinError as exc:
@@ -192,6 +205,14 @@ def _simulator(args: argparse.Namespace, settings: Settings) -> AbstractAsyncCon
         return ThermostatSimulator(args.host, args.port, unit=args.unit, start=args.start)
     address = BrokerAddress.from_settings(settings.broker)
     return MqttSensorSimulator(address, args.name, args.interval)
+
+
+def _acl_follower(
+    args: argparse.Namespace, settings: Settings
+) -> AbstractAsyncContextManager[object]:
+    from edgetwin.cli._acl import follower  # noqa: PLC0415
+
+    return follower(settings, args.output, args.reload_pid_file)
 
 
 _SERVICES: dict[
