@@ -101,7 +101,8 @@ class BrokerSettings(_Section):
     max_messages_per_second: float = Field(
         1000.0,
         gt=0,
-        description="Most publications per second one client may send (burst: 2 s).",
+        description="Most publications per second one client may send (burst: 2 s); "
+        "logged-in admins and mappers are not limited.",
     )
     max_packet_bytes: int = Field(
         1_048_576,

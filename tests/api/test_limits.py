@@ -13,6 +13,7 @@ from edgetwin.config import load_settings
 from edgetwin.node import Node
 from edgetwin.wire import topics
 from edgetwin.wire.resources import DeviceModel
+from tests.security.conftest import PASSWORDS, auth_settings
 from tests.support import Paho, thermostat, thermostat_model, unique
 
 
@@ -63,6 +64,27 @@ async def test_a_client_over_its_message_rate_is_told_to_slow_down(tmp_path: Pat
     assert 10 <= codes.count(200) < 20  # the bucket refills by 5 a second meanwhile
     assert codes.count(429) == limited == 100 - codes.count(200)
     assert answered["event_id"] == "calm"
+
+
+async def test_with_auth_devices_are_limited_and_mappers_are_not(tmp_path: Path) -> None:
+    name = unique("dev")
+    device = f"default/{name}"
+    auth = auth_settings(tmp_path, device, f"default/{unique('other')}")
+    settings = _settings(tmp_path, broker={"port": 0, "max_messages_per_second": 5, "auth": auth})
+    async with Node(settings) as node:
+        assert await node.service.apply([thermostat_model(), thermostat(name)]) == []
+        get = topics.twin_get_topic(device)
+        codes: dict[str, list[int]] = {}
+        for user in ("dev-a", "modbus-mapper"):
+            async with Paho(node.broker_port, username=user, password=PASSWORDS[user]) as client:
+                await client.subscribe(f"{get}/result")
+                for i in range(50):
+                    client.publish(get, {"event_id": str(i)})
+                answers = [await client.messages.get() for _ in range(50)]
+            codes[user] = [orjson.loads(payload).get("code", 200) for _, payload, _ in answers]
+    assert 10 <= codes["dev-a"].count(200) < 20  # a burst of 10, then 5 a second
+    assert codes["dev-a"].count(429) == 50 - codes["dev-a"].count(200)
+    assert codes["modbus-mapper"] == [200] * 50
 
 
 def _packet(kind: int, body: bytes, announced: int | None = None) -> bytes:
