@@ -101,6 +101,7 @@ class MosquittoAclFollower:
             ),
             "acl-follower",
         )
+        log.info("following the devices of node %s into %s", self.settings.node.name, self.output)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
