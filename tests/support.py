@@ -12,6 +12,7 @@ import selectors
 import shutil
 import signal
 import socket
+import sqlite3
 import ssl
 import subprocess
 import sys
@@ -162,24 +163,6 @@ def wait_for_line(proc: subprocess.Popen[bytes], pattern: re.Pattern[str], timeo
     raise RuntimeError(f"no line matching {pattern.pattern!r}; got: {buffer.decode()[-2000:]}")
 
 
-def drain(proc: subprocess.Popen[bytes]) -> threading.Thread:
-    """Keep reading a child's stderr so a full pipe never stalls it; closed at its end.
-
-    Join the thread after the child has exited: closing the stream from here
-    while the thread still reads it would fail in the thread.
-    """
-    stream = proc.stderr
-    assert stream is not None
-
-    def read_to_the_end() -> None:
-        with stream:
-            collections.deque(stream, maxlen=0)
-
-    thread = threading.Thread(target=read_to_the_end, daemon=True)
-    thread.start()
-    return thread
-
-
 @contextlib.contextmanager
 def child_process(
     args: list[str],
@@ -189,13 +172,24 @@ def child_process(
     clean_exit: bool = True,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A child process, once a line of its stderr matches ``ready``; terminated at the end
-    (``clean_exit``: and it must exit with 0)."""
+    (``clean_exit``: and it must exit with 0).
+
+    Its stderr is then read to the end on a thread, so a full pipe never stalls
+    it; the thread closes the pipe itself, and is joined once the child is gone.
+    """
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, env=env)
-    assert proc.stderr is not None
+    stream = proc.stderr
+    assert stream is not None
+
+    def read_to_the_end() -> None:
+        with stream:
+            collections.deque(stream, maxlen=0)
+
     reader: threading.Thread | None = None
     try:
         wait_for_line(proc, ready, 30.0)
-        reader = drain(proc)
+        reader = threading.Thread(target=read_to_the_end, daemon=True)
+        reader.start()
         yield proc
     finally:
         proc.terminate()
@@ -203,7 +197,7 @@ def child_process(
         if reader is not None:
             reader.join(10)
         else:
-            proc.stderr.close()
+            stream.close()
     assert code == 0 or not clean_exit, f"{args[:3]} exited with {code}"
 
 
@@ -536,3 +530,18 @@ def make_certificates(folder: Path) -> None:
         "-out",
         "server.crt",
     )
+
+
+def assert_store_holds(database: Path, confirmed: dict[str, int]) -> None:
+    """The SQLite file is intact and holds, for each device, at least the ``count`` value
+    whose update was confirmed (a later one may have been committed before a crash)."""
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        stored = dict(
+            db.execute(
+                "SELECT device, CAST(reported AS INTEGER) FROM twins "
+                "WHERE property = 'count' AND reported IS NOT NULL"
+            )
+        )
+    for device, i in confirmed.items():
+        assert stored[device] >= i, (device, stored[device], i)

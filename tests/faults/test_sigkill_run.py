@@ -7,31 +7,24 @@ from __future__ import annotations
 
 import asyncio
 import random
-import sqlite3
 from pathlib import Path
 
 import orjson
 
 from edgetwin.wire import topics
-from tests.support import NodeProcess, Paho, thermostat, unique, write_manifests
+from tests.support import (
+    NodeProcess,
+    Paho,
+    assert_store_holds,
+    thermostat,
+    unique,
+    write_manifests,
+)
 
 UPDATES = 10_000
 KILLS = 20
 DEVICES = 5
 WINDOW = 500  # updates in flight at once
-
-
-def _check_database(path: Path, confirmed: dict[str, int]) -> None:
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        stored = dict(
-            db.execute(
-                "SELECT device, CAST(reported AS INTEGER) FROM twins "
-                "WHERE property = 'count' AND reported IS NOT NULL"
-            )
-        )
-    for device, i in confirmed.items():
-        assert stored[device] >= i, (device, stored[device], i)
 
 
 async def _one_life(port: int, start: int, kill_after: int, confirmed: dict[str, int]) -> int:
@@ -76,10 +69,10 @@ async def test_twenty_kills_during_ten_thousand_updates(tmp_path: Path) -> None:
             kill_after = rng.randint(1, 2 * UPDATES // KILLS)
             position = await _one_life(node.port, position, kill_after, confirmed)
             node.kill()  # results just published, more updates still in flight
-        _check_database(database, confirmed)
+        assert_store_holds(database, confirmed)
     with node:
         position = await _one_life(node.port, position, UPDATES, confirmed)
         assert node.stop() == 0
     assert position == UPDATES
-    _check_database(database, confirmed)
+    assert_store_holds(database, confirmed)
     assert confirmed == {f"default/dev{i}": UPDATES - DEVICES + i for i in range(DEVICES)}

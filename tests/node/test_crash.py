@@ -4,14 +4,20 @@ confirmed value, and the database passes PRAGMA integrity_check."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from pathlib import Path
 
 import orjson
 import pytest
 
 from edgetwin.wire import topics
-from tests.support import NodeProcess, Paho, thermostat, unique, write_manifests
+from tests.support import (
+    NodeProcess,
+    Paho,
+    assert_store_holds,
+    thermostat,
+    unique,
+    write_manifests,
+)
 
 DEVICES = 5
 UPDATES = 2000
@@ -46,16 +52,7 @@ async def test_sigkill_keeps_every_confirmed_update(
                 confirmed[device] = max(confirmed.get(device, -1), int(i))
             node.kill()  # right after results were published, updates still in flight
 
-    with sqlite3.connect(tmp_path / "data" / "edgetwin.db") as db:
-        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        stored = dict(
-            db.execute(
-                "SELECT device, CAST(reported AS INTEGER) FROM twins "
-                "WHERE property = 'count' AND reported IS NOT NULL"
-            )
-        )
-    for device, i in confirmed.items():
-        assert stored[device] >= i, (device, stored[device], i)
+    assert_store_holds(tmp_path / "data" / "edgetwin.db", confirmed)
 
     with NodeProcess(tmp_path / "data", node=node.node, external_port=external) as again:
         async with Paho(again.port) as client:

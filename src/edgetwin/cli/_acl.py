@@ -23,7 +23,6 @@ import orjson
 
 from edgetwin.auth import DeviceEntry, mosquitto_acl
 from edgetwin.config import Settings
-from edgetwin.errors import EdgetwinError
 from edgetwin.mqtt import BrokerAddress, MqttConnection, serve_reconnecting
 from edgetwin.tasks import start_guarded, stop_task
 from edgetwin.wire import topics
@@ -149,11 +148,3 @@ class MosquittoAclFollower:
         log.info("wrote %s: %d device(s)", self.output, count)
         if self.reload_pid_file is not None:
             reload_mosquitto(self.reload_pid_file)
-
-
-def follower(
-    settings: Settings, output: Path | None, reload_pid_file: Path | None
-) -> MosquittoAclFollower:
-    if output is None:
-        raise EdgetwinError("acl --follow needs -o FILE: the acl_file to keep up to date")
-    return MosquittoAclFollower(settings, output, reload_pid_file)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetwin.cli import _client
+from edgetwin.cli._acl import MosquittoAclFollower
 from edgetwin.cli._logs import configure_logging
 from edgetwin.config import Settings, load_settings
 from edgetwin.errors import EdgetwinError
@@ -210,9 +211,9 @@ def _simulator(args: argparse.Namespace, settings: Settings) -> AbstractAsyncCon
 def _acl_follower(
     args: argparse.Namespace, settings: Settings
 ) -> AbstractAsyncContextManager[object]:
-    from edgetwin.cli._acl import follower  # noqa: PLC0415
-
-    return follower(settings, args.output, args.reload_pid_file)
+    if args.output is None:
+        raise EdgetwinError("acl --follow needs -o FILE: the acl_file to keep up to date")
+    return MosquittoAclFollower(settings, args.output, args.reload_pid_file)
 
 
 _SERVICES: dict[
