@@ -1,9 +1,11 @@
 """Cloud sync: time from a Device update at the API server to the delta on MQTT, and status
 patches per 1,000 reported updates.
 
-A real node process follows a local fake Kubernetes API server (tests/kube/apiserver.py,
-the same one the tests use); the bench drives the server with the official client and
-listens on MQTT with paho. Run: ``.venv/bin/python -m bench.cloud [--updates N]``
+A real node process follows a real kube-apiserver (the tests' stand: ``kubestand``, built
+by tests/kube/stand/build, with our crds/ installed by kubectl) with its own
+ServiceAccount token; the bench drives the server with the official client as an admin and
+listens on MQTT with paho. Patches are counted from the API server's audit log.
+Run: ``.venv/bin/python -m bench.cloud [--updates N]``
 """
 
 from __future__ import annotations
@@ -15,8 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.kube.apiserver import DEVICE_STATUSES, FakeKubeAPI
-from tests.kube.conftest import Cluster
+from tests.kube.conftest import OURS, Cluster, own_cluster
 from tests.support import NodeProcess, Paho, thermostat
 
 from edgetwin.wire import topics
@@ -43,7 +44,7 @@ async def reports(
     cluster: Cluster, port: int, name: str, count: int, rate: float | None
 ) -> tuple[int, float]:
     """Reported updates (a burst, or ``rate`` per second); the patches until status is exact."""
-    before = cluster.api.count("PATCH", f"/devicestatuses/{name}/status")
+    before = patches(cluster, name)
     update = topics.twin_update_topic(f"default/{name}")
     started = time.perf_counter()
     async with Paho(port) as mqtt:
@@ -56,14 +57,20 @@ async def reports(
             await mqtt.next(f"{update}/result")
     last = str(count - 1)
     while True:
-        status = cluster.api.get(DEVICE_STATUSES, "default", name) or {}
+        status = await cluster.get("devicestatuses", name) or {}
         twins = (status.get("status") or {}).get("twins") or []
         if any(t["propertyName"] == "count" and t["reported"]["value"] == last for t in twins):
             break
         await asyncio.sleep(0.05)
-    return cluster.api.count(
-        "PATCH", f"/devicestatuses/{name}/status"
-    ) - before, time.perf_counter() - started
+    return patches(cluster, name) - before, time.perf_counter() - started
+
+
+def patches(cluster: Cluster, name: str) -> int:
+    return sum(
+        1
+        for r in cluster.server.requests()
+        if r.verb == "patch" and r.resource == "devicestatuses" and r.name == name
+    )
 
 
 async def main() -> None:
@@ -72,14 +79,16 @@ async def main() -> None:
     args = parser.parse_args()
     with (
         tempfile.TemporaryDirectory() as tmp,
-        FakeKubeAPI() as api,
-        Cluster(api, api.kubeconfig(Path(tmp) / "kubeconfig")) as cluster,
+        own_cluster(Path(tmp), OURS) as cluster,
     ):
         node_name = "bench-node"
         for name in ("bench-1", "bench-2", "bench-3"):
             await cluster.add_thermostat(name, node_name)
+        kubeconfig = cluster.service_account_kubeconfig(
+            Path(tmp) / "node.kubeconfig", "edgetwin-node"
+        )
         node = NodeProcess(
-            Path(tmp) / "data", node=node_name, extra=("--kubeconfig", str(cluster.kubeconfig))
+            Path(tmp) / "data", node=node_name, extra=("--kubeconfig", str(kubeconfig))
         )
         with node:
             async with Paho(node.port) as mqtt:  # until the node has the devices
@@ -92,7 +101,7 @@ async def main() -> None:
             steady = await reports(cluster, node.port, "bench-3", 1000, 200.0)
     quantiles = statistics.quantiles(samples, n=100)
     print(
-        f"{args.updates} Device updates, one at a time; node process, fake API server on loopback\n"
+        f"{args.updates} Device updates, one at a time; node process, kube-apiserver on loopback\n"
     )
     print("| measure | value |")
     print("| --- | ---: |")

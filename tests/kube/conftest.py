@@ -1,34 +1,73 @@
-"""Fixtures: a fake API server per test, the official client against it, nodes that follow it."""
+"""Fixtures: a real API server (one for the session, or one of a test's own), the official
+client against it as an admin, and nodes that follow it with their own ServiceAccount token."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, Self
 
 import pytest
 from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 
 from edgetwin.config import Settings, load_settings
 from edgetwin.node import Node
-from tests.kube.apiserver import FakeKubeAPI
+from tests.kube.kubestand import ROOT, KubeServer, kubectl
 from tests.support import thermostat, thermostat_model, unique
 
 G, V = "devices.kubeedge.io", "v1beta1"
+KUBEEDGE_CRDS = ROOT.parent / "shared" / "kubeedge" / "crds"
+Obj = dict[str, Any]
+
+
+def install(kubeconfig: Path, *sources: str) -> str:
+    """``kubectl apply`` each source (``-k DIR`` or ``-f FILE``), then wait until every CRD
+    is established: what a user does before applying devices."""
+    out = []
+    for source in sources:
+        flag, path = source.split(" ", 1)
+        done = kubectl(kubeconfig, "apply", flag, path)
+        assert done.returncode == 0, done.stderr
+        out.append(done.stdout)
+    established = kubectl(
+        kubeconfig, "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"
+    )
+    assert established.returncode == 0, established.stderr
+    _until_published(kubeconfig)
+    return "".join(out)
+
+
+def _until_published(kubeconfig: Path, timeout: float = 30.0) -> None:
+    """Until the server's OpenAPI v3 document has the group (it follows a CRD's
+    establishment by a few seconds; kubectl explain and validation read it): a bounded
+    check every 100 ms, since the server announces nothing."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        paths = kubectl(kubeconfig, "get", "--raw", "/openapi/v3")
+        if f"apis/{G}/{V}" in paths.stdout:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{G}/{V} not in the OpenAPI document after {timeout} s")
 
 
 class Cluster:
-    """The fake API server and the official client a user's tooling would use against it."""
+    """A real API server and the official client a user's tooling would use against it."""
 
-    def __init__(self, api: FakeKubeAPI, kubeconfig: Path) -> None:
-        self.api = api
-        self.kubeconfig = kubeconfig
+    def __init__(self, server: KubeServer, folder: Path) -> None:
+        self.server = server
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.kubeconfig = server.kubeconfig(folder / "admin.kubeconfig")
         configuration = client.Configuration()
-        config.load_kube_config(str(kubeconfig), client_configuration=configuration)
+        config.load_kube_config(str(self.kubeconfig), client_configuration=configuration)
         self._client = client.ApiClient(configuration)
         self.objects = client.CustomObjectsApi(self._client)
+        self.core = client.CoreV1Api(self._client)
+        self.rbac = client.RbacAuthorizationV1Api(self._client)
 
     def close(self) -> None:
         self._client.close()
@@ -40,15 +79,13 @@ class Cluster:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    async def call(self, method: str, *args: Any) -> Any:
-        return await asyncio.to_thread(getattr(self.objects, method), *args)
+    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(getattr(self.objects, method), *args, **kwargs)
 
-    async def create(self, plural: str, body: dict[str, Any], namespace: str = "default") -> Any:
+    async def create(self, plural: str, body: Obj, namespace: str = "default") -> Any:
         return await self.call("create_namespaced_custom_object", G, V, namespace, plural, body)
 
-    async def patch(
-        self, plural: str, name: str, patch: dict[str, Any], namespace: str = "default"
-    ) -> Any:
+    async def patch(self, plural: str, name: str, patch: Obj, namespace: str = "default") -> Any:
         return await self.call(
             "patch_namespaced_custom_object", G, V, namespace, plural, name, patch
         )
@@ -56,16 +93,55 @@ class Cluster:
     async def delete(self, plural: str, name: str, namespace: str = "default") -> Any:
         return await self.call("delete_namespaced_custom_object", G, V, namespace, plural, name)
 
-    async def add_thermostat(self, name: str, node: str, **kwargs: Any) -> None:
-        if self.api.get(self.api.resources[1], "default", "thermostat") is None:
-            await self.create("devicemodels", thermostat_model().to_document())
-        await self.create("devices", thermostat(name, node=node, **kwargs).to_document())
+    async def get(self, plural: str, name: str, namespace: str = "default") -> Obj | None:
+        try:
+            found: Obj = await self.call(
+                "get_namespaced_custom_object", G, V, namespace, plural, name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return found
+
+    async def add_thermostat(
+        self, name: str, node: str, namespace: str = "default", **kwargs: Any
+    ) -> None:
+        with contextlib.suppress(ApiException):  # 409: the model is there already
+            await self.create("devicemodels", thermostat_model(namespace).to_document(), namespace)
+        device = thermostat(name, node=node, **kwargs).to_document()
+        device["metadata"]["namespace"] = namespace
+        await self.create("devices", device, namespace)
+
+    async def until(
+        self, check: Callable[[], Awaitable[bool]], what: str, timeout: float = 20.0
+    ) -> None:
+        """Until the API server shows something (another process: a bounded check every
+        50 ms, since the server announces nothing to this test)."""
+        async with asyncio.timeout(timeout):
+            while not await check():
+                await asyncio.sleep(0.05)
+        assert await check(), what
+
+    def service_account_kubeconfig(
+        self, path: Path, account: str, namespace: str = "default"
+    ) -> Path:
+        """A kubeconfig with a fresh token of that ServiceAccount (TokenRequest)."""
+        request = client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
+        )
+        answer = self.core.create_namespaced_service_account_token(account, namespace, request)
+        return self.server.kubeconfig(path, token=answer.status.token, namespace=namespace)
+
+    def namespace(self, name: str) -> str:
+        self.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+        return name
 
 
 async def until(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
     """Until the node, on its own tasks, gets somewhere no event of its announces (a device
     in its engine, a counter, a log line): a bounded check every 10 ms. State of the API
-    server is awaited with ``FakeKubeAPI.until`` instead."""
+    server is awaited with ``Cluster.until`` instead."""
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.01)
@@ -81,30 +157,62 @@ async def synced_node(settings: Settings) -> AsyncIterator[Node]:
         yield node
 
 
+@contextlib.contextmanager
+def own_cluster(folder: Path, *sources: str, flags: tuple[str, ...] = ()) -> Iterator[Cluster]:
+    """A server of the test's own (to stop, restart or give other CRDs), with ``sources``
+    installed by kubectl."""
+    with KubeServer(folder / "server", *flags) as server, Cluster(server, folder) as cluster:
+        if sources:
+            install(cluster.kubeconfig, *sources)
+        yield cluster
+
+
+OURS = f"-k {ROOT / 'crds'}"
+
+
+@pytest.fixture(scope="session")
+def kube_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeServer]:
+    """One real API server for the session, with our crds/ installed by kubectl."""
+    folder = tmp_path_factory.mktemp("kube")
+    with KubeServer(folder / "server") as server:
+        install(server.kubeconfig(folder / "admin.kubeconfig"), OURS)
+        yield server
+
+
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    with (
-        FakeKubeAPI(bookmark_interval=0.2) as api,
-        Cluster(api, api.kubeconfig(tmp_path / "kubeconfig")) as cluster,
-    ):
+def cluster(kube_server: KubeServer, tmp_path: Path) -> Iterator[Cluster]:
+    with Cluster(kube_server, tmp_path) as cluster:
         yield cluster
 
 
 @pytest.fixture
+def fresh_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """A server of this test's own with our crds/, for tests that stop or restart it."""
+    with own_cluster(tmp_path, OURS) as cluster:
+        yield cluster
+
+
+def node_settings_for(cluster: Cluster, folder: Path, **cloud: Any) -> Settings:
+    """Settings of a node that follows ``cluster`` with the edgetwin-node ServiceAccount's
+    token (the Role in crds/rbac.yaml), as a node in the field does."""
+    kubeconfig = cluster.service_account_kubeconfig(
+        folder / f"{unique('node')}.kubeconfig", "edgetwin-node"
+    )
+    return load_settings(
+        node={"name": unique("node"), "data_dir": str(folder / "data")},
+        broker={"port": 0},
+        store={"synchronous": "NORMAL"},
+        cloud={"kubeconfig": str(kubeconfig), "watch_timeout": 2, "retry_max_delay": 0.5, **cloud},
+    )
+
+
+@pytest.fixture
 def cloud_settings(cluster: Cluster, tmp_path: Path) -> Callable[..., Settings]:
-    name = unique("node")
+    settings = node_settings_for(cluster, tmp_path)
 
     def make(**cloud: Any) -> Settings:
-        return load_settings(
-            node={"name": name, "data_dir": str(tmp_path / "data")},
-            broker={"port": 0},
-            store={"synchronous": "NORMAL"},
-            cloud={
-                "kubeconfig": str(cluster.kubeconfig),
-                "watch_timeout": 2,
-                "retry_max_delay": 0.5,
-                **cloud,
-            },
+        return settings.model_copy(
+            update={"cloud": settings.cloud.model_copy(update=cloud)}, deep=True
         )
 
     return make
@@ -114,3 +222,33 @@ def cloud_settings(cluster: Cluster, tmp_path: Path) -> Callable[..., Settings]:
 async def cloud_node(cloud_settings: Callable[..., Settings]) -> AsyncIterator[Node]:
     async with Node(cloud_settings()) as node:
         yield node
+
+
+def grant(
+    cluster: Cluster,
+    account: str,
+    rules: list[tuple[list[str], list[str]]],
+    namespace: str = "default",
+) -> None:
+    """A ServiceAccount with a Role of exactly these (resources, verbs) in devices.kubeedge.io."""
+    meta = client.V1ObjectMeta(name=account)
+    cluster.core.create_namespaced_service_account(
+        namespace, client.V1ServiceAccount(metadata=meta)
+    )
+    role_rules = [
+        client.V1PolicyRule(api_groups=[G], resources=resources, verbs=verbs)
+        for resources, verbs in rules
+    ]
+    cluster.rbac.create_namespaced_role(namespace, client.V1Role(metadata=meta, rules=role_rules))
+    cluster.rbac.create_namespaced_role_binding(
+        namespace,
+        client.V1RoleBinding(
+            metadata=meta,
+            role_ref=client.V1RoleRef(
+                api_group="rbac.authorization.k8s.io", kind="Role", name=account
+            ),
+            subjects=[
+                client.RbacV1Subject(kind="ServiceAccount", name=account, namespace=namespace)
+            ],
+        ),
+    )

@@ -1,17 +1,26 @@
-"""The node follows its Devices in a cluster (a fake API server, driven by the official client)."""
+"""The node follows its Devices in a cluster (a real API server, driven by the official client)."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from edgetwin.config import Settings
+from edgetwin.config import Settings, load_settings
 from edgetwin.node import Node
 from edgetwin.wire import topics
-from tests.kube.conftest import Cluster, until
+from tests.kube.conftest import (
+    KUBEEDGE_CRDS,
+    Cluster,
+    grant,
+    node_settings_for,
+    own_cluster,
+    synced_node,
+    until,
+)
 from tests.support import Paho, thermostat, unique
 
 
@@ -84,44 +93,51 @@ async def test_a_device_deleted_while_the_node_was_away_goes_after_reconnect(
 
 
 async def test_outage_and_expired_watch_relist_without_losing_a_change(
-    cluster: Cluster, cloud_node: Node
+    fresh_cluster: Cluster, tmp_path: Path
 ) -> None:
+    cluster = fresh_cluster
+    settings = node_settings_for(cluster, tmp_path)
     name = unique("dev")
-    node_name = cloud_node.settings.node.name
+    node_name = settings.node.name
     await cluster.add_thermostat(name, node_name, desired={"target": "20"})
     device = f"default/{name}"
-    await until(lambda: device in cloud_node.engine.devices, "device arrives")
-    assert cloud_node.cloud is not None
-    relists = cloud_node.cloud.counters.relists
+    async with synced_node(settings) as node:
+        assert node.cloud is not None
+        relists = node.cloud.counters.relists
+        with cluster.server.out_of_reach():  # the API server goes away...
+            async with Paho(node.broker_port) as mqtt:  # ...and the node keeps serving
+                update = topics.twin_update_topic(device)
+                await mqtt.subscribe(f"{update}/result")
+                result = await mqtt.request(
+                    update, {"twin": {"current": {"actual": {"value": "19"}}}}
+                )
+                assert "code" not in result
+            # Meanwhile the cluster changes and compacts its history.
+            with Cluster(cluster.server, tmp_path / "elsewhere") as there:
+                changed = thermostat(name, node=node_name, desired={"target": "31"}).to_document()
+                await there.patch("devices", name, {"spec": changed["spec"]})
+            cluster.server.compact()
 
-    cluster.api.stop()  # the API server goes away...
-    async with Paho(cloud_node.broker_port) as mqtt:  # ...and the node keeps serving
-        update = topics.twin_update_topic(device)
-        await mqtt.subscribe(f"{update}/result")
-        result = await mqtt.request(update, {"twin": {"current": {"actual": {"value": "19"}}}})
-        assert "code" not in result
-    # Meanwhile the cluster changes and compacts its history.
-    resource = cluster.api.resources[0]
-    changed = thermostat(name, node=node_name, desired={"target": "31"}).to_document()
-    cluster.api.replace(
-        resource, ("devices", "default", name), {"spec": changed["spec"]}, "", patch=True
-    )
-    cluster.api.compact()
-    cluster.api.start()
-
-    await until(
-        lambda: cloud_node.engine.devices[device].twins["target"].desired == "31",
-        "the change made during the outage arrives",
-    )
-    assert cloud_node.cloud.counters.relists > relists
-    assert cloud_node.cloud.counters.watch_restarts > 0
+        await until(
+            lambda: node.engine.devices[device].twins["target"].desired == "31",
+            "the change made during the outage arrives",
+        )
+        assert node.cloud.counters.relists > relists
+        assert node.cloud.counters.watch_restarts > 0
 
 
 async def test_forbidden_is_a_clear_log_line_and_the_node_keeps_serving(
-    cluster: Cluster, cloud_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+    cluster: Cluster, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cluster.api.forbidden.add(("list", "devices"))
-    async with Node(cloud_settings()) as node:
+    account = unique("models-only")
+    await asyncio.to_thread(grant, cluster, account, [(["devicemodels"], ["get", "list", "watch"])])
+    kubeconfig = cluster.service_account_kubeconfig(tmp_path / "limited.kubeconfig", account)
+    settings = load_settings(
+        node={"name": unique("node"), "data_dir": str(tmp_path / "data")},
+        broker={"port": 0},
+        cloud={"kubeconfig": str(kubeconfig), "retry_max_delay": 0.5},
+    )
+    async with Node(settings) as node:
         await until(lambda: "does not allow" in caplog.text, "a log line about the Role")
         assert "devices in default: the node's Role does not allow it: 403" in caplog.text
         async with Paho(node.broker_port) as mqtt:
@@ -130,14 +146,14 @@ async def test_forbidden_is_a_clear_log_line_and_the_node_keeps_serving(
             assert (await mqtt.request(topic, {"event_id": "m"}))["devices"] == []
 
 
-async def test_without_a_node_selector_the_node_selects_itself(tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
-    from edgetwin.config import load_settings  # noqa: PLC0415
-    from tests.kube.apiserver import FakeKubeAPI  # noqa: PLC0415
-
-    with (
-        FakeKubeAPI(node_selector=False, bookmark_interval=0.2) as api,
-        Cluster(api, api.kubeconfig(tmp_path / "kubeconfig")) as cluster,
-    ):
+async def test_without_a_node_selector_the_node_selects_itself(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """KubeEdge's own Device CRD has no selectableFields: the server answers 400 to a field
+    selector on spec.nodeName, and the node selects on its side."""
+    with own_cluster(
+        tmp_path, *(f"-f {crd}" for crd in sorted(KUBEEDGE_CRDS.iterdir()))
+    ) as cluster:
         node_name = unique("node")
         mine, theirs = unique("mine"), unique("theirs")
         await cluster.add_thermostat(mine, node_name)
@@ -147,9 +163,7 @@ async def test_without_a_node_selector_the_node_selects_itself(tmp_path, caplog)
             broker={"port": 0},
             cloud={"kubeconfig": str(cluster.kubeconfig)},
         )
-        async with Node(settings) as node:
-            assert node.cloud is not None
-            await node.cloud.wait_synced()
+        async with synced_node(settings) as node:
             assert set(node.engine.devices) == {f"default/{mine}"}
             await cluster.patch("devices", theirs, {"spec": {"nodeName": node_name}})
             await until(lambda: f"default/{theirs}" in node.engine.devices, "a device moved here")

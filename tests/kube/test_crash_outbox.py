@@ -7,27 +7,26 @@ import asyncio
 import sqlite3
 
 from edgetwin.wire import topics
-from tests.kube.apiserver import DEVICE_STATUSES
 from tests.kube.conftest import Cluster, until
 from tests.support import NodeProcess, Paho, unique
 
 
 async def test_outbox_survives_sigkill_and_is_flushed_after_restart(
-    cluster: Cluster, tmp_path
+    fresh_cluster: Cluster, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
+    cluster = fresh_cluster
     node_name, name = unique("node"), unique("dev")
     device = f"default/{name}"
     await cluster.add_thermostat(name, node_name)
-    node = NodeProcess(
-        tmp_path / "data", node=node_name, extra=("--kubeconfig", str(cluster.kubeconfig))
-    )
+    kubeconfig = cluster.service_account_kubeconfig(tmp_path / "node.kubeconfig", "edgetwin-node")
+    node = NodeProcess(tmp_path / "data", node=node_name, extra=("--kubeconfig", str(kubeconfig)))
     with node:
         async with Paho(node.port) as mqtt:
             get = topics.twin_get_topic(device)
             await mqtt.subscribe(f"{get}/result")
             while "code" in await mqtt.request(get, {}):  # until the watch brought the device
                 await asyncio.sleep(0.05)
-            cluster.api.stop()
+            cluster.server.kill()
             update = topics.twin_update_topic(device)
             await mqtt.subscribe(f"{update}/result")
             for i in range(50):
@@ -40,19 +39,23 @@ async def test_outbox_survives_sigkill_and_is_flushed_after_restart(
         pending = db.execute("SELECT field FROM outbox WHERE device = ?", (device,)).fetchall()
     assert pending == [("twin/count",)]
 
-    cluster.api.start()
+    cluster.server.start()
     db_path = tmp_path / "data" / "edgetwin.db"
     with NodeProcess(
-        tmp_path / "data", node=node_name, extra=("--kubeconfig", str(cluster.kubeconfig))
+        tmp_path / "data", node=node_name, extra=("--kubeconfig", str(kubeconfig))
     ) as again:
-        await cluster.api.until(lambda: _reported_count(cluster, name) == "49", timeout=20)
+
+        async def flushed() -> bool:
+            return await _reported_count(cluster, name) == "49"
+
+        await cluster.until(flushed, "the outbox reaches the cluster", timeout=30)
         # the sent row is deleted just after; another process's file, so checked, not awaited
         await until(lambda: _outbox_size(db_path) == 0, "the outbox is empty")
         assert again.stop() == 0
 
 
-def _reported_count(cluster: Cluster, name: str) -> str | None:
-    status = cluster.api.get(DEVICE_STATUSES, "default", name) or {}
+async def _reported_count(cluster: Cluster, name: str) -> str | None:
+    status = await cluster.get("devicestatuses", name) or {}
     twins = (status.get("status") or {}).get("twins") or []
     return next((t["reported"]["value"] for t in twins if t["propertyName"] == "count"), None)
 

@@ -3,46 +3,47 @@ HTTPS with the service account's CA and token; the token never reaches the log."
 
 from __future__ import annotations
 
-import ssl
-import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 
 from edgetwin.config import load_settings
-from tests.kube.apiserver import FakeKubeAPI
 from tests.kube.conftest import Cluster, synced_node
-from tests.support import make_certificates, unique
+from tests.support import unique
 
 
 async def test_service_account_credentials(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    cluster: Cluster,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level("DEBUG")
-    certs = tmp_path / "certs"
-    certs.mkdir()
-    make_certificates(certs)
-    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    tls.load_cert_chain(certs / "server.crt", certs / "server.key")
-    token = f"sa-{uuid.uuid4().hex}"
-    with (
-        FakeKubeAPI(tls=tls, token=token, bookmark_interval=0.2) as api,
-        Cluster(api, api.kubeconfig(tmp_path / "kubeconfig", ca_file=certs / "ca.crt")) as cluster,
-    ):
-        account = tmp_path / "serviceaccount"
-        account.mkdir()
-        (account / "token").write_text(token)
-        (account / "ca.crt").write_bytes((certs / "ca.crt").read_bytes())
-        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
-        monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(api.port))
-        node_name, name = unique("node"), unique("dev")
-        await cluster.add_thermostat(name, node_name)
-        settings = load_settings(
-            node={"name": node_name, "data_dir": str(tmp_path / "data")},
-            broker={"port": 0},
-            cloud={"in_cluster": True, "service_account_dir": str(account)},
-        )
-        async with synced_node(settings) as node:
-            assert f"default/{name}" in node.engine.devices
+    kubeconfig = cluster.service_account_kubeconfig(tmp_path / "sa.kubeconfig", "edgetwin-node")
+    token = yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]["token"]
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    (account / "token").write_text(token)
+    (account / "ca.crt").write_bytes((cluster.server.folder / "ca.crt").read_bytes())
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(cluster.server.port))
+    node_name, name = unique("node"), unique("dev")
+    await cluster.add_thermostat(name, node_name)
+    settings = load_settings(
+        node={"name": node_name, "data_dir": str(tmp_path / "data")},
+        broker={"port": 0},
+        cloud={"in_cluster": True, "service_account_dir": str(account)},
+    )
+    async with synced_node(settings) as node:
+        assert f"default/{name}" in node.engine.devices
     assert token not in caplog.text
-    assert api.count("GET", "/devices") >= 1
+    lists = [
+        r
+        for r in cluster.server.requests()
+        if r.user == "system:serviceaccount:default:edgetwin-node"
+        and r.resource == "devices"
+        and r.verb == "list"
+        and r.code == 200
+    ]
+    assert lists

@@ -11,16 +11,27 @@ from typing import Any
 
 import pytest
 
-from edgetwin.config import Settings, load_settings
+from edgetwin.config import Settings
 from edgetwin.wire import topics
-from tests.kube.apiserver import DEVICE_STATUSES, DEVICES, FakeKubeAPI
-from tests.kube.conftest import Cluster, synced_node, until
+from tests.kube.conftest import (
+    Cluster,
+    grant,
+    node_settings_for,
+    own_cluster,
+    synced_node,
+    until,
+)
+from tests.kube.kubestand import ROOT
 from tests.support import Paho, run_cli, unique
 
 
 def _reported(obj: dict[str, Any] | None) -> dict[str, str]:
     twins = ((obj or {}).get("status") or {}).get("twins") or []
     return {t["propertyName"]: t["reported"]["value"] for t in twins if "reported" in t}
+
+
+async def _reported_in(cluster: Cluster, plural: str, name: str) -> dict[str, str]:
+    return _reported(await cluster.get(plural, name))
 
 
 async def _device_with_node(cluster: Cluster, settings: Settings) -> str:
@@ -51,11 +62,11 @@ async def test_a_burst_becomes_a_handful_of_patches_and_the_status_is_exact(
     async with synced_node(settings) as node:
         assert node.cloud is not None
         await _burst(node.broker_port, f"default/{name}", range(1000))
-        await cluster.api.until(
-            lambda: (
-                _reported(cluster.api.get(DEVICE_STATUSES, "default", name)).get("count") == "999"
-            )
-        )
+
+        async def all_there() -> bool:
+            return (await _reported_in(cluster, "devicestatuses", name)).get("count") == "999"
+
+        await cluster.until(all_there, "the last report reaches the cluster")
         reporter = node.cloud.reporter
         await until(lambda: reporter.counters.outbox_depth == 0, "the sent rows are deleted")
         assert reporter.counters.created == 1
@@ -63,12 +74,16 @@ async def test_a_burst_becomes_a_handful_of_patches_and_the_status_is_exact(
         assert stats["status_patches"] == reporter.counters.patches
         assert stats["reports_coalesced"] >= 1000 - stats["status_patches"]
         assert stats["outbox_depth"] == 0
-    patches = cluster.api.count("PATCH", f"/devicestatuses/{name}/status")
-    assert 1 <= patches <= 6, patches  # 1,000 reports in ~1-2 s at one patch per second
-    status = cluster.api.get(DEVICE_STATUSES, "default", name)
+    patches = [
+        r
+        for r in cluster.server.requests()
+        if r.verb == "patch" and r.resource == "devicestatuses" and r.name == name
+    ]
+    assert 1 <= len(patches) <= 6, patches  # 1,000 reports in ~1-2 s at one patch per second
+    status = await cluster.get("devicestatuses", name)
     assert status is not None
     owner = status["metadata"]["ownerReferences"][0]
-    device = cluster.api.get(DEVICES, "default", name)
+    device = await cluster.get("devices", name)
     assert device is not None
     assert (owner["kind"], owner["name"], owner["uid"]) == (
         "Device",
@@ -80,14 +95,15 @@ async def test_a_burst_becomes_a_handful_of_patches_and_the_status_is_exact(
 
 
 async def test_api_down_while_reports_flow_then_the_cluster_converges(
-    cluster: Cluster, cloud_settings: Callable[..., Settings]
+    fresh_cluster: Cluster, tmp_path: Path
 ) -> None:
-    settings = cloud_settings()
+    cluster = fresh_cluster
+    settings = node_settings_for(cluster, tmp_path)
     name = await _device_with_node(cluster, settings)
     device = f"default/{name}"
     async with synced_node(settings) as node:
         assert node.cloud is not None
-        cluster.api.stop()
+        cluster.server.kill()
         await _burst(node.broker_port, device, range(200))
         await _burst(node.broker_port, device, range(7, 8), prop="label")
         state = topics.state_update_topic(device)
@@ -98,18 +114,18 @@ async def test_api_down_while_reports_flow_then_the_cluster_converges(
             lambda: node.cloud is not None and node.cloud.reporter.counters.failures > 0,
             "the reporter saw the API gone",
         )
-        cluster.api.start()
+        cluster.server.start()
 
-        def converged() -> bool:
-            status = (cluster.api.get(DEVICE_STATUSES, "default", name) or {}).get("status") or {}
+        async def converged() -> bool:
+            obj = await cluster.get("devicestatuses", name)
+            status = (obj or {}).get("status") or {}
             return (
-                _reported(cluster.api.get(DEVICE_STATUSES, "default", name))
-                == {"count": "199", "label": "7"}
+                _reported(obj) == {"count": "199", "label": "7"}
                 and status.get("state") == "online"
-                and str(status.get("lastOnlineTime", "")).endswith("Z")
+                and bool(status.get("lastOnlineTime"))
             )
 
-        await cluster.api.until(converged)
+        await cluster.until(converged, "the cluster has every report", timeout=30)
         await until(
             lambda: node.cloud is not None and node.cloud.reporter.counters.outbox_depth == 0,
             "the outbox is empty",
@@ -117,10 +133,15 @@ async def test_api_down_while_reports_flow_then_the_cluster_converges(
 
 
 async def test_forbidden_status_writes_are_logged_once_and_the_node_keeps_serving(
-    cluster: Cluster, cloud_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+    cluster: Cluster, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cluster.api.forbidden.add(("patch", "devicestatuses/status"))
-    settings = cloud_settings()
+    account = unique("read-only")
+    await asyncio.to_thread(
+        grant, cluster, account, [(["devices", "devicemodels"], ["get", "list", "watch"])]
+    )
+    settings = node_settings_for(cluster, tmp_path)
+    kubeconfig = cluster.service_account_kubeconfig(tmp_path / "read-only.kubeconfig", account)
+    settings.cloud.kubeconfig = kubeconfig
     name = await _device_with_node(cluster, settings)
     async with synced_node(settings) as node:
         assert node.cloud is not None
@@ -132,29 +153,33 @@ async def test_forbidden_status_writes_are_logged_once_and_the_node_keeps_servin
 
 
 async def test_a_cluster_without_devicestatus_gets_device_status(tmp_path: Path) -> None:
-    with (
-        FakeKubeAPI(device_status=False, bookmark_interval=0.2) as api,
-        Cluster(api, api.kubeconfig(tmp_path / "kubeconfig")) as cluster,
-    ):
-        settings = load_settings(
-            node={"name": unique("node"), "data_dir": str(tmp_path)},
-            broker={"port": 0},
-            cloud={"kubeconfig": str(cluster.kubeconfig)},
-        )
+    """KubeEdge before 1.23: Device and DeviceModel only; the status goes into Device.status,
+    with the node's own Role from crds/rbac.yaml."""
+    crds = ROOT / "crds"
+    with own_cluster(
+        tmp_path,
+        f"-f {crds / 'devicemodels.yaml'}",
+        f"-f {crds / 'devices.yaml'}",
+        f"-f {crds / 'rbac.yaml'}",
+    ) as cluster:
+        settings = node_settings_for(cluster, tmp_path)
         name = await _device_with_node(cluster, settings)
         async with synced_node(settings) as node:
             await _burst(node.broker_port, f"default/{name}", range(5))
-            await api.until(
-                lambda: _reported(api.get(DEVICES, "default", name)).get("count") == "4"
-            )
+
+            async def reported() -> bool:
+                return (await _reported_in(cluster, "devices", name)).get("count") == "4"
+
+            await cluster.until(reported, "Device.status has the last report")
             # our own status write came back as a watch event, and changed nothing here
             assert node.engine.devices[f"default/{name}"].twins["count"].reported == "4"
 
 
 async def test_get_devices_shows_whether_the_cluster_has_caught_up(
-    cluster: Cluster, cloud_settings: Callable[..., Settings]
+    fresh_cluster: Cluster, tmp_path: Path
 ) -> None:
-    settings = cloud_settings()
+    cluster = fresh_cluster
+    settings = node_settings_for(cluster, tmp_path)
     name = await _device_with_node(cluster, settings)
     async with synced_node(settings) as node:
         args = (
@@ -173,13 +198,15 @@ async def test_get_devices_shows_whether_the_cluster_has_caught_up(
             assert header.split()[-1] == "CLOUD"
             return row.split()[-1]
 
-        cluster.api.stop()
+        cluster.server.kill()
         await _burst(node.broker_port, f"default/{name}", range(3))
         assert await cloud_column() == "pending"
-        cluster.api.start()
-        await cluster.api.until(
-            lambda: _reported(cluster.api.get(DEVICE_STATUSES, "default", name)).get("count") == "2"
-        )
+        cluster.server.start()
+
+        async def caught_up() -> bool:
+            return (await _reported_in(cluster, "devicestatuses", name)).get("count") == "2"
+
+        await cluster.until(caught_up, "the cluster has the last report", timeout=30)
         await until(lambda: not node.engine.cloud_pending, "nothing pending")
         assert await cloud_column() == "synced"
 
@@ -192,17 +219,20 @@ async def test_status_requests_stay_within_the_node_rate_limit(
     async with synced_node(settings) as node:
         for name in names:  # each device's first write: GET, GET, POST, PATCH
             await _burst(node.broker_port, f"default/{name}", range(1))
-        await cluster.api.until(
-            lambda: all(
-                _reported(cluster.api.get(DEVICE_STATUSES, "default", n)).get("count") == "0"
-                for n in names
-            ),
-            timeout=30,
-        )
+
+        async def all_reported() -> bool:
+            for n in names:
+                if (await _reported_in(cluster, "devicestatuses", n)).get("count") != "0":
+                    return False
+            return True
+
+        await cluster.until(all_reported, "every device's report arrives", timeout=30)
     times = [
-        t
-        for t, _method, path in cluster.api.request_times
-        if "/devicestatuses" in path or (_method == "GET" and "/devices/" in path)
+        r.received
+        for r in cluster.server.requests()
+        if r.name in names
+        and r.user.endswith(":edgetwin-node")
+        and (r.resource == "devicestatuses" or r.verb == "get")
     ]
     assert len(times) >= 6 * 4
     # a burst of at most 4, then 4 per second: no 1-second window holds more than 4 + 4

@@ -13,14 +13,13 @@ import orjson
 import yaml
 
 from edgetwin.auth import PasswordFile
-from tests.kube.apiserver import FakeKubeAPI
-from tests.kube.conftest import Cluster
+from tests.kube.conftest import OURS, own_cluster
 from tests.node.test_health import http
 from tests.support import EDGETWIN, Mosquitto, NodeProcess, env_without_edgetwin, unique
 
 
 async def test_no_secret_in_logs_output_or_metrics(tmp_path: Path) -> None:
-    password, token = f"pw-{uuid.uuid4().hex}", f"tok-{uuid.uuid4().hex}"
+    password = f"pw-{uuid.uuid4().hex}"
     passwords = PasswordFile(tmp_path / "passwd")
     passwords.set("node", password)
     passwords.save()
@@ -28,9 +27,10 @@ async def test_no_secret_in_logs_output_or_metrics(tmp_path: Path) -> None:
     node_name, device = unique("node"), unique("dev")
     with (
         Mosquitto(tmp_path, listener) as broker,
-        FakeKubeAPI(token=token) as api,
-        Cluster(api, api.kubeconfig(tmp_path / "kubeconfig")) as cluster,
+        own_cluster(tmp_path, OURS) as cluster,
     ):
+        kubeconfig = cluster.service_account_kubeconfig(tmp_path / "kubeconfig", "edgetwin-node")
+        token = yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]["token"]
         await cluster.add_thermostat(device, node_name)
         config = tmp_path / "node.yaml"
         settings = {
