@@ -11,7 +11,11 @@ the rows it sent; a newer value written meanwhile stays queued.
 
 Where the status goes: a DeviceStatus of the same name, created owned by the
 Device if missing (KubeEdge 1.23); on a cluster without that resource, the
-Device's own ``status`` (older KubeEdge).
+Device's own ``status`` (older KubeEdge). Whether that resource has a status
+subresource comes from discovery at start: KubeEdge's DeviceStatus has none,
+and cloudcore merge-patches the main object, so the node does the same there
+(a patch of ``/status`` would be a 404 on such a cluster; one of the main
+object on a CRD with the subresource would silently drop the status).
 """
 
 from __future__ import annotations
@@ -36,6 +40,24 @@ from edgetwin.wire.names import split_device_id
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StatusTarget:
+    """Where a device's status goes in this cluster."""
+
+    plural: str  # devicestatuses, or devices on clusters before DeviceStatus
+    subresource: bool  # whether it has a status subresource to patch
+
+    def __str__(self) -> str:
+        where = "DeviceStatus" if self.plural == "devicestatuses" else "Device.status"
+        return f"{where} ({'status subresource' if self.subresource else 'main object'})"
+
+
+async def discover_target(api: KubeApi) -> StatusTarget:
+    served = await api.served_resources()
+    plural = "devicestatuses" if "devicestatuses" in served else "devices"
+    return StatusTarget(plural, f"{plural}/status" in served)
 
 
 @dataclass
@@ -76,7 +98,8 @@ class StatusReporter:
         self._bucket = TokenBucket(settings.rate_limit)
         self._next: dict[str, float] = {}  # device -> earliest time of its next write
         self._has_status_object: set[str] = set()
-        self._device_status: bool | None = None  # does the cluster serve DeviceStatus?
+        self.target: StatusTarget | None = None
+        """Where status goes, once discovered."""
         self._forbidden_logged: set[str] = set()
 
     async def run(self) -> None:
@@ -84,14 +107,10 @@ class StatusReporter:
         while True:
             self.store.outbox_written.clear()
             try:
-                if self._device_status is None:
-                    served = await self.api.served_resources()
-                    self._device_status = "devicestatuses" in served
-                    where = (
-                        "DeviceStatus" if self._device_status else "Device.status (no DeviceStatus)"
-                    )
-                    log.info("device status goes to %s", where)
-                wait = await self._flush_due()
+                if self.target is None:
+                    self.target = await discover_target(self.api)
+                    log.info("device status goes to %s", self.target)
+                wait = await self._flush_due(self.target)
                 delay = 0.2
             except CloudError as exc:
                 self.counters.failures += 1
@@ -102,7 +121,7 @@ class StatusReporter:
                 async with asyncio.timeout(wait):
                     await self.store.outbox_written.wait()
 
-    async def _flush_due(self) -> float | None:
+    async def _flush_due(self, target: StatusTarget) -> float | None:
         """Write every due device; how long until the next one is due (None: none waits)."""
         rows = await self.store.outbox()
         self.counters.outbox_depth = len(rows)
@@ -118,7 +137,7 @@ class StatusReporter:
                 later.append(due)
                 continue
             try:
-                await self._write(device)
+                await self._write(device, target)
             except ForbiddenError as exc:
                 self._forbid(device, exc)
                 continue
@@ -142,33 +161,24 @@ class StatusReporter:
                 "status of %s not written: the node's Role does not allow it: %s", device, exc
             )
 
-    async def _write(self, device: str) -> None:
+    async def _write(self, device: str, target: StatusTarget) -> None:
         status = self.engine.cloud_status(device)
         if status is None:
             return  # gone here; the rows go with it
         namespace, name = split_device_id(device)
+        if target.plural == "devicestatuses" and device not in self._has_status_object:
+            await self._ensure_status_object(namespace, name)
+            self._has_status_object.add(device)
         patch = {"status": status}
-        if not self._device_status:
-            await self._patch_device(namespace, name, patch)
-        else:
-            if device not in self._has_status_object:
-                await self._ensure_status_object(namespace, name)
-                self._has_status_object.add(device)
-            await self._request(
-                self.api.patch("devicestatuses", namespace, name, patch, status=True)
-            )
+        await self._request(
+            self.api.patch(target.plural, namespace, name, patch, status=target.subresource)
+        )
         self.counters.patches += 1
 
     async def _request(self, call: Awaitable[Obj]) -> Obj:
         """One API request, within the node-wide rate limit."""
         await self._bucket.take()
         return await call
-
-    async def _patch_device(self, namespace: str, name: str, patch: Obj) -> None:
-        try:
-            await self._request(self.api.patch("devices", namespace, name, patch, status=True))
-        except NotFoundError:  # a Device CRD without a status subresource
-            await self._request(self.api.patch("devices", namespace, name, patch))
 
     async def _ensure_status_object(self, namespace: str, name: str) -> None:
         """A DeviceStatus for the device, owned by it, so it goes when the Device goes."""
