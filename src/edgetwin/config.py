@@ -11,10 +11,10 @@ import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from edgetwin.errors import ConfigError
 
@@ -159,7 +159,18 @@ class CloudSettings(_Section):
         description="Where the pod's service-account token and CA are (with in_cluster).",
     )
     namespaces: list[str] = Field(
-        default_factory=lambda: ["default"], description="Namespaces whose devices to follow."
+        default_factory=list,
+        description=(
+            "Namespaces whose devices to follow; none: the kubeconfig context's namespace "
+            "(in a pod, the pod's; else default), as kubectl does."
+        ),
+    )
+    all_namespaces: bool = Field(
+        default=False,
+        description=(
+            "Follow this node's devices in every namespace (needs the ClusterRole in "
+            "crds/rbac-all-namespaces.yaml); instead of namespaces."
+        ),
     )
     watch_timeout: int = Field(
         300, ge=1, description="Seconds a watch request stays open before it is renewed."
@@ -177,6 +188,12 @@ class CloudSettings(_Section):
     @property
     def enabled(self) -> bool:
         return self.kubeconfig is not None or self.in_cluster
+
+    @model_validator(mode="after")
+    def _one_scope(self) -> Self:
+        if self.all_namespaces and self.namespaces:
+            raise ValueError("namespaces and all_namespaces exclude each other: set one")
+        return self
 
 
 class LogSettings(_Section):

@@ -109,6 +109,9 @@ async def _get_devices(ask: _Asker, node: str, output: str) -> None:
     if output != "table":
         _dump(devices, output)
         return
+    following = (result.get("cloud") or {}).get("following")
+    if following:
+        print(f"following {following} of the cluster", file=sys.stderr)
     cloud = any("cloud" in d for d in devices)
     rows = [
         ["DEVICE", "MODEL", "PROTOCOL", "STATE", "IN SYNC", "PENDING"]

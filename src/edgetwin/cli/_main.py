@@ -41,7 +41,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--external-broker", action="store_true", help="do not embed a broker")
     run.add_argument("--kubeconfig", type=Path, help="follow this cluster's Devices (cloud sync)")
     run.add_argument(
-        "--namespace", action="append", help="a namespace to follow (repeatable; default: default)"
+        "--namespace",
+        action="append",
+        help="a namespace to follow (repeatable; default: the kubeconfig context's)",
+    )
+    run.add_argument(
+        "-A",
+        "--all-namespaces",
+        action="store_true",
+        help="follow this node's devices in every namespace",
     )
     run.add_argument(
         "--mapper", action="append", metavar="PROTOCOL", help="run this mapper too (repeatable)"
@@ -113,27 +121,32 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Options that set one setting as given: option -> (section, key); section "" is the top.
+_SETTING_OF = {
+    "node": ("node", "name"),
+    "data_dir": ("node", "data_dir"),
+    "manifests": ("", "manifests"),
+    "kubeconfig": ("cloud", "kubeconfig"),
+    "namespace": ("cloud", "namespaces"),
+    "all_namespaces": ("cloud", "all_namespaces"),
+    "mapper": ("", "mappers"),
+}
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
-    if getattr(args, "node", None):
-        overrides.setdefault("node", {})["name"] = args.node
+    for option, (section, key) in _SETTING_OF.items():
+        value = getattr(args, option, None)
+        if value:
+            value = str(value) if isinstance(value, Path) else value
+            (overrides.setdefault(section, {}) if section else overrides)[key] = value
     if getattr(args, "broker", None):
         host, _, port = args.broker.rpartition(":")
         if not host or not port.isdigit():
             raise EdgetwinError(f"--broker must be HOST:PORT, not {args.broker!r}")
-        overrides["broker"] = {"host": host, "port": int(port)}
-    if getattr(args, "data_dir", None):
-        overrides.setdefault("node", {})["data_dir"] = str(args.data_dir)
-    if getattr(args, "manifests", None):
-        overrides["manifests"] = str(args.manifests)
+        overrides.setdefault("broker", {}).update(host=host, port=int(port))
     if getattr(args, "external_broker", False):
         overrides.setdefault("broker", {})["embedded"] = False
-    if getattr(args, "kubeconfig", None):
-        overrides.setdefault("cloud", {})["kubeconfig"] = str(args.kubeconfig)
-    if getattr(args, "namespace", None):
-        overrides.setdefault("cloud", {})["namespaces"] = args.namespace
-    if getattr(args, "mapper", None):
-        overrides["mappers"] = args.mapper
     return load_settings(getattr(args, "config", None), **overrides)
 
 

@@ -9,7 +9,9 @@ as the classes in :mod:`edgetwin.cloud._errors`, never as the client's own.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -66,9 +68,11 @@ class KubeApi:
                 if in_cluster
                 else f"kubeconfig {kubeconfig}"
             )
-            raise CloudError(f"cannot load {source}: {exc}") from None
+            raise CloudError(f"cannot load {source}: {exc}") from exc
         configuration.retries = False  # the sync has its own backoff
         self.server = configuration.host
+        self.namespace = _default_namespace(kubeconfig, in_cluster, service_account_dir)
+        """The namespace kubectl would use with these credentials."""
         self._api_client = client.ApiClient(configuration)
         self._objects = client.CustomObjectsApi(self._api_client)
 
@@ -80,32 +84,40 @@ class KubeApi:
         try:
             result = await asyncio.to_thread(fn, *args, **kwargs, _request_timeout=(5, 30))
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise translate(exc) from None
+            raise translate(exc) from exc
         if isinstance(result, dict):
             return result
         to_dict = getattr(result, "to_dict", None)
         return to_dict() if callable(to_dict) else {}
 
+    def _lister(
+        self, plural: str, namespace: str | None
+    ) -> tuple[Callable[..., Any], tuple[str, ...]]:
+        """The list call and its arguments: in one namespace, or in all (None)."""
+        if namespace is None:
+            return self._objects.list_cluster_custom_object, (GROUP, VERSION, plural)
+        return self._objects.list_namespaced_custom_object, (GROUP, VERSION, namespace, plural)
+
     async def list(
-        self, plural: str, namespace: str, field_selector: str = ""
+        self, plural: str, namespace: str | None, field_selector: str = ""
     ) -> tuple[list[Obj], str]:
         """The objects and the list's resourceVersion, to watch from."""
-        body = await self._call(
-            self._objects.list_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            namespace,
-            plural,
-            field_selector=field_selector,
-        )
+        fn, args = self._lister(plural, namespace)
+        body = await self._call(fn, *args, field_selector=field_selector)
         return list(body.get("items") or []), str(body["metadata"]["resourceVersion"])
 
     def watch(
-        self, plural: str, namespace: str, resource_version: str, field_selector: str, timeout: int
+        self,
+        plural: str,
+        namespace: str | None,
+        resource_version: str,
+        field_selector: str,
+        timeout: int,
     ) -> WatchStream:
+        fn, args = self._lister(plural, namespace)
         return WatchStream(
-            self._objects.list_namespaced_custom_object,
-            (GROUP, VERSION, namespace, plural),
+            fn,
+            args,
             {
                 "field_selector": field_selector,
                 "resource_version": resource_version,
@@ -143,12 +155,31 @@ class KubeApi:
 
 
 class WatchStream:
-    """``async for kind, obj in stream``: one watch request's events, read on a worker thread."""
+    """``async for kind, obj in stream``: one watch request's events, read on a worker thread.
+
+    :meth:`close` ends a read that waits for the server by shutting the response's
+    socket, also when it comes while the request is still being sent: whichever of the
+    two, the request or the close, comes second shuts it (under one lock), so no thread
+    is left waiting for the server's next event (up to the watch timeout) at shutdown.
+    """
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Obj) -> None:
         self._watch = watch.Watch()  # type: ignore[no-untyped-call]
-        self._events = self._watch.stream(fn, *args, **kwargs)  # type: ignore[no-untyped-call]
+        self._lock = threading.Lock()
+        self._response: Any = None
         self._closed = False
+
+        @functools.wraps(fn)
+        def request(*a: Any, **kw: Any) -> Any:  # noqa: ANN401 - the client's own types
+            response = fn(*a, **kw)
+            with self._lock:
+                self._response = response
+                closed = self._closed
+            if closed:
+                _shut(response)
+            return response
+
+        self._events = self._watch.stream(request, *args, **kwargs)  # type: ignore[no-untyped-call]
 
     def __aiter__(self) -> AsyncIterator[tuple[str, Obj]]:
         return self._iterate()
@@ -161,7 +192,7 @@ class WatchStream:
                 except (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
                     if self._closed:
                         return
-                    raise translate(exc) from None
+                    raise translate(exc) from exc
                 if event is None:
                     return
                 yield str(event["type"]), event["raw_object"]
@@ -170,14 +201,33 @@ class WatchStream:
 
     def close(self) -> None:
         """Stop the stream, interrupting a read that waits for the server."""
-        self._closed = True
         self._watch.stop()  # type: ignore[no-untyped-call]
-        response = getattr(self._watch, "_resp", None)  # the open HTTP response, if any
+        with self._lock:
+            self._closed = True
+            response = self._response
         if response is not None:
-            try:
-                response.shutdown()
-            except (ValueError, OSError):  # the read has ended, the socket gone: nothing to stop
-                response.close()
+            _shut(response)
+
+
+def _shut(response: Any) -> None:  # noqa: ANN401 - urllib3's response
+    """Shut the socket under a response, so a read blocked on it returns at once."""
+    try:
+        response.shutdown()
+    except (ValueError, OSError):  # the read has ended, the socket gone: nothing to stop
+        response.close()
+
+
+def _default_namespace(kubeconfig: Path | None, in_cluster: bool, service_account_dir: Path) -> str:
+    """The current context's namespace, or in a pod the pod's own; else ``default``."""
+    try:
+        if in_cluster:
+            return (service_account_dir / "namespace").read_text().strip() or "default"
+        _, current = config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
+            config_file=str(kubeconfig) if kubeconfig else None
+        )
+    except (config.ConfigException, OSError):
+        return "default"
+    return str((current or {}).get("context", {}).get("namespace") or "default")
 
 
 def translate(exc: Exception) -> CloudError:

@@ -25,6 +25,7 @@ from edgetwin.config import CloudSettings
 from edgetwin.errors import EdgetwinError
 from edgetwin.tasks import start_guarded
 from edgetwin.twin import TwinService, parse_document
+from edgetwin.wire.names import device_id
 from edgetwin.wire.resources import Device, DeviceModel, Resource
 
 log = logging.getLogger(__name__)
@@ -53,13 +54,26 @@ class CloudSync:
             in_cluster=settings.in_cluster,
             service_account_dir=settings.service_account_dir,
         )
-        log.info("cloud sync with %s as node %s", self.api.server, self.node)
+        scopes: list[str | None] = (
+            [None] if settings.all_namespaces else list(settings.namespaces or [self.api.namespace])
+        )
+        self.scope = (
+            "all namespaces"
+            if settings.all_namespaces
+            else f"namespace{'s' if len(scopes) > 1 else ''} {', '.join(map(str, scopes))}"
+        )
+        """What the node follows, in words (the log, ``edgetwin get devices``)."""
+        self.service.engine.cloud_scope = self.scope
+        log.info(
+            "cloud sync with %s as node %s, following %s", self.api.server, self.node, self.scope
+        )
         self.reporter = StatusReporter(
             self.api, self.service.engine, self.service.store, self.settings
         )
         self._start(self.reporter.run(), "status-reporter")
         self._start(self._log_stats(), "cloud-stats-log")
-        for namespace in settings.namespaces:
+        for namespace in scopes:
+            where = namespace or "all"
             models = self._watcher("devicemodels", namespace, _ModelHandler(self.service))
             devices = self._watcher(
                 "devices",
@@ -68,8 +82,8 @@ class CloudSync:
                 selector=f"spec.nodeName={self.node}",
                 keep=lambda obj: (obj.get("spec") or {}).get("nodeName") == self.node,
             )
-            self._start(models.run(), f"watch-devicemodels-{namespace}")
-            self._start(self._after(models, devices), f"watch-devices-{namespace}")
+            self._start(models.run(), f"watch-devicemodels-{where}")
+            self._start(self._after(models, devices), f"watch-devices-{where}")
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -123,7 +137,7 @@ class CloudSync:
     def _watcher(
         self,
         plural: str,
-        namespace: str,
+        namespace: str | None,
         handler: WatchHandler,
         selector: str = "",
         keep: Callable[[Obj], bool] = lambda _: True,
@@ -168,18 +182,20 @@ class _ModelHandler:
 
 
 class _DeviceHandler:
-    def __init__(self, service: TwinService, namespace: str) -> None:
+    """The node's devices in one namespace, or in all (None)."""
+
+    def __init__(self, service: TwinService, namespace: str | None) -> None:
         self.service = service
         self.namespace = namespace
 
     async def replace(self, objects: list[Obj]) -> None:
         applied = await _apply(self.service, objects)
-        listed = {r.metadata.name for r in applied}
-        prefix = f"{self.namespace}/"
+        listed = {device_id(r.metadata.namespace, r.metadata.name) for r in applied}
+        prefix = f"{self.namespace}/" if self.namespace else ""
         gone = [
             device_id
             for device_id in self.service.engine.devices
-            if device_id.startswith(prefix) and device_id[len(prefix) :] not in listed
+            if device_id.startswith(prefix) and device_id not in listed
         ]
         if gone:
             log.info("removing %d device(s) no longer in the cluster: %s", len(gone), gone)
@@ -190,7 +206,7 @@ class _DeviceHandler:
 
     async def delete(self, obj: Obj) -> None:
         meta = obj.get("metadata") or {}
-        await self.service.remove([f"{meta.get('namespace', self.namespace)}/{meta.get('name')}"])
+        await self.service.remove([f"{meta.get('namespace')}/{meta.get('name')}"])
 
 
 async def _apply(service: TwinService, objects: list[Obj]) -> list[Resource]:

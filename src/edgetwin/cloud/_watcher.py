@@ -52,7 +52,7 @@ class ResourceWatcher:
         self,
         api: KubeApi,
         plural: str,
-        namespace: str,
+        namespace: str | None,
         handler: WatchHandler,
         *,
         selector: str = "",
@@ -73,7 +73,7 @@ class ResourceWatcher:
         self.synced = asyncio.Event()
         self.reachable = False
         """Whether the last list or watch request got an answer (for the health endpoint)."""
-        self._where = f"{plural} in {namespace}"
+        self._where = f"{plural} in {namespace or 'all namespaces'}"
 
     async def run(self) -> None:
         resource_version: str | None = None

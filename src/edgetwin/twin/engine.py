@@ -102,6 +102,8 @@ class TwinEngine:
         self.report_to_cloud = False
         """Set when a cloud sync runs: changes then also go to the outbox."""
         self.cloud_pending: set[str] = set()
+        self.cloud_scope: str | None = None
+        """What the cloud sync follows, in words, for membership/get (None: no cloud)."""
         """Devices with changes the cluster has not seen yet."""
         self.cloud_updates = 0
         """Changes marked for the cluster (each a device field), for the metrics."""
@@ -320,6 +322,8 @@ class TwinEngine:
             "timestamp": now_ms(),
             "devices": [self._member(twin, detail=True) for twin in self.devices.values()],
         }
+        if self.cloud_scope is not None:
+            body["cloud"] = {"following": self.cloud_scope}
         return Outcome(publications=[self.reply(request.result_topic, encode(body))])
 
     # --- resources (manifests, the cloud) ---------------------------------------------------
