@@ -84,9 +84,7 @@ async def main() -> None:
         node_name = "bench-node"
         for name in ("bench-1", "bench-2", "bench-3"):
             await cluster.add_thermostat(name, node_name)
-        kubeconfig = cluster.service_account_kubeconfig(
-            Path(tmp) / "node.kubeconfig", "edgetwin-node"
-        )
+        kubeconfig = cluster.node_kubeconfig(Path(tmp), node_name)
         node = NodeProcess(
             Path(tmp) / "data", node=node_name, extra=("--kubeconfig", str(kubeconfig))
         )

@@ -20,6 +20,14 @@ from tests.kube.kubestand import ROOT, KubeServer, kubectl
 from tests.support import thermostat, thermostat_model, unique
 
 G, V = "devices.kubeedge.io", "v1beta1"
+NODES = "edgetwin-nodes"  # the namespace of the nodes' ServiceAccounts (crds/rbac.yaml)
+
+
+def node_user(node: str) -> str:
+    """The user name the API server knows a node by."""
+    return f"system:serviceaccount:{NODES}:{node}"
+
+
 KUBEEDGE_CRDS = ROOT.parent / "shared" / "kubeedge" / "crds"
 Obj = dict[str, Any]
 
@@ -124,14 +132,28 @@ class Cluster:
         assert await check(), what
 
     def service_account_kubeconfig(
-        self, path: Path, account: str, namespace: str = "default"
+        self, path: Path, account: str, namespace: str = "default", context: str | None = None
     ) -> Path:
-        """A kubeconfig with a fresh token of that ServiceAccount (TokenRequest)."""
+        """A kubeconfig with a fresh token of that ServiceAccount (TokenRequest), its
+        context in ``context`` (default: the account's namespace)."""
         request = client.AuthenticationV1TokenRequest(
             spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
         )
         answer = self.core.create_namespaced_service_account_token(account, namespace, request)
-        return self.server.kubeconfig(path, token=answer.status.token, namespace=namespace)
+        return self.server.kubeconfig(
+            path, token=answer.status.token, namespace=context or namespace
+        )
+
+    def node_kubeconfig(self, folder: Path, node: str, context: str = "default") -> Path:
+        """A node's kubeconfig as crds/rbac.yaml says to make one: a ServiceAccount named
+        as the node in edgetwin-nodes, and a token of it."""
+        with contextlib.suppress(ApiException):  # 409: there already
+            self.core.create_namespaced_service_account(
+                NODES, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=node))
+            )
+        return self.service_account_kubeconfig(
+            folder / f"{node}.kubeconfig", node, NODES, context=context
+        )
 
     def namespace(self, name: str) -> str:
         self.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
@@ -193,13 +215,12 @@ def fresh_cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 
 def node_settings_for(cluster: Cluster, folder: Path, **cloud: Any) -> Settings:
-    """Settings of a node that follows ``cluster`` with the edgetwin-node ServiceAccount's
-    token (the Role in crds/rbac.yaml), as a node in the field does."""
-    kubeconfig = cluster.service_account_kubeconfig(
-        folder / f"{unique('node')}.kubeconfig", "edgetwin-node"
-    )
+    """Settings of a node that follows ``cluster`` with its own ServiceAccount's token (the
+    Role and admission policies of crds/), as a node in the field does."""
+    name = unique("node")
+    kubeconfig = cluster.node_kubeconfig(folder, name)
     return load_settings(
-        node={"name": unique("node"), "data_dir": str(folder / "data")},
+        node={"name": name, "data_dir": str(folder / "data")},
         broker={"port": 0},
         store={"synchronous": "NORMAL"},
         cloud={"kubeconfig": str(kubeconfig), "watch_timeout": 2, "retry_max_delay": 0.5, **cloud},

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from edgetwin.config import load_settings
-from tests.kube.conftest import Cluster, synced_node
+from tests.kube.conftest import Cluster, node_user, synced_node
 from tests.support import unique
 
 
@@ -20,7 +20,8 @@ async def test_service_account_credentials(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level("DEBUG")
-    kubeconfig = cluster.service_account_kubeconfig(tmp_path / "sa.kubeconfig", "edgetwin-node")
+    node_name, name = unique("node"), unique("dev")
+    kubeconfig = cluster.node_kubeconfig(tmp_path, node_name)
     token = yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]["token"]
     account = tmp_path / "serviceaccount"
     account.mkdir()
@@ -28,7 +29,7 @@ async def test_service_account_credentials(
     (account / "ca.crt").write_bytes((cluster.server.folder / "ca.crt").read_bytes())
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(cluster.server.port))
-    node_name, name = unique("node"), unique("dev")
+    (account / "namespace").write_text("default")  # the pod's (here: where the devices are)
     await cluster.add_thermostat(name, node_name)
     settings = load_settings(
         node={"name": node_name, "data_dir": str(tmp_path / "data")},
@@ -41,7 +42,7 @@ async def test_service_account_credentials(
     lists = [
         r
         for r in cluster.server.requests()
-        if r.user == "system:serviceaccount:default:edgetwin-node"
+        if r.user == node_user(node_name)
         and r.resource == "devices"
         and r.verb == "list"
         and r.code == 200

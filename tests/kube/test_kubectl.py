@@ -26,11 +26,13 @@ async def test_kubectl_apply_k_installs_the_crds_and_the_role(tmp_path: Path) ->
     with own_cluster(tmp_path) as cluster:
         first = await asyncio.to_thread(install, cluster.kubeconfig, OURS)
         crd = "customresourcedefinition.apiextensions.k8s.io"
+        policy = "validatingadmissionpolicy.admissionregistration.k8s.io"
         for created in (
             f"{crd}/devices.devices.kubeedge.io created",
             f"{crd}/devicestatuses.devices.kubeedge.io created",
             "role.rbac.authorization.k8s.io/edgetwin-node created",
-            "serviceaccount/edgetwin-node created",
+            "namespace/edgetwin-nodes created",
+            f"{policy}/edgetwin-node-status-writes created",
         ):
             assert created in first
         again = await asyncio.to_thread(install, cluster.kubeconfig, OURS)

@@ -21,6 +21,7 @@ from tests.kube.conftest import (
     Cluster,
     install,
     node_settings_for,
+    node_user,
     own_cluster,
     synced_node,
 )
@@ -30,7 +31,7 @@ from tests.support import Paho, unique
 KUBEEDGE = tuple(f"-f {crd}" for crd in sorted(KUBEEDGE_CRDS.iterdir()))
 LAYOUTS = {
     "ours": (OURS,),
-    "kubeedge": (*KUBEEDGE, f"-f {ROOT / 'crds' / 'rbac.yaml'}"),
+    "kubeedge": (*KUBEEDGE, *(f"-f {ROOT / 'crds' / f}" for f in ("rbac.yaml", "admission.yaml"))),
 }
 
 
@@ -68,7 +69,7 @@ async def test_every_status_field_the_node_writes_reads_back(layout: str, tmp_pa
         writes = [
             r
             for r in cluster.server.requests()
-            if r.user.endswith(":edgetwin-node") and r.verb in ("create", "patch", "update")
+            if r.user == node_user(settings.node.name) and r.verb in ("create", "patch", "update")
         ]
         assert {(r.resource, r.subresource, r.code) for r in writes} == {
             ("devicestatuses", "", 201),

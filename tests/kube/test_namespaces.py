@@ -68,8 +68,8 @@ async def test_all_namespaces_with_the_cluster_role(cluster: Cluster, tmp_path: 
     await asyncio.to_thread(
         install, cluster.kubeconfig, f"-f {ROOT / 'crds' / 'rbac-all-namespaces.yaml'}"
     )
-    kubeconfig = cluster.service_account_kubeconfig(tmp_path / "node.kubeconfig", "edgetwin-node")
     node_name = unique("node")
+    kubeconfig = cluster.node_kubeconfig(tmp_path, node_name)
     spaces = [await asyncio.to_thread(cluster.namespace, unique("ns")) for _ in range(2)]
     names = {namespace: unique("dev") for namespace in spaces}
     for namespace, name in names.items():

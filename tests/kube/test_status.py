@@ -17,6 +17,7 @@ from tests.kube.conftest import (
     Cluster,
     grant,
     node_settings_for,
+    node_user,
     own_cluster,
     synced_node,
     until,
@@ -125,7 +126,7 @@ async def test_api_down_while_reports_flow_then_the_cluster_converges(
                 and bool(status.get("lastOnlineTime"))
             )
 
-        await cluster.until(converged, "the cluster has every report", timeout=30)
+        await cluster.until(converged, "the cluster has every report", timeout=60)  # #124237
         await until(
             lambda: node.cloud is not None and node.cloud.reporter.counters.outbox_depth == 0,
             "the outbox is empty",
@@ -161,6 +162,7 @@ async def test_a_cluster_without_devicestatus_gets_device_status(tmp_path: Path)
         f"-f {crds / 'devicemodels.yaml'}",
         f"-f {crds / 'devices.yaml'}",
         f"-f {crds / 'rbac.yaml'}",
+        f"-f {crds / 'admission.yaml'}",
     ) as cluster:
         settings = node_settings_for(cluster, tmp_path)
         name = await _device_with_node(cluster, settings)
@@ -206,7 +208,7 @@ async def test_get_devices_shows_whether_the_cluster_has_caught_up(
         async def caught_up() -> bool:
             return (await _reported_in(cluster, "devicestatuses", name)).get("count") == "2"
 
-        await cluster.until(caught_up, "the cluster has the last report", timeout=30)
+        await cluster.until(caught_up, "the cluster has the last report", timeout=60)  # #124237
         await until(lambda: not node.engine.cloud_pending, "nothing pending")
         assert await cloud_column() == "synced"
 
@@ -231,7 +233,7 @@ async def test_status_requests_stay_within_the_node_rate_limit(
         r.received
         for r in cluster.server.requests()
         if r.name in names
-        and r.user.endswith(":edgetwin-node")
+        and r.user == node_user(settings.node.name)
         and (r.resource == "devicestatuses" or r.verb == "get")
     ]
     assert len(times) >= 6 * 4

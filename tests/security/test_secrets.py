@@ -29,14 +29,14 @@ async def test_no_secret_in_logs_output_or_metrics(tmp_path: Path) -> None:
         Mosquitto(tmp_path, listener) as broker,
         own_cluster(tmp_path, OURS) as cluster,
     ):
-        kubeconfig = cluster.service_account_kubeconfig(tmp_path / "kubeconfig", "edgetwin-node")
+        kubeconfig = cluster.node_kubeconfig(tmp_path, node_name)
         token = yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]["token"]
         await cluster.add_thermostat(device, node_name)
         config = tmp_path / "node.yaml"
         settings = {
             "node": {"name": node_name, "data_dir": str(tmp_path / "data")},
             "broker": {"port": broker.port, "username": "node", "password": password},
-            "cloud": {"kubeconfig": str(tmp_path / "kubeconfig")},
+            "cloud": {"kubeconfig": str(kubeconfig)},
             "log": {"level": "DEBUG", "format": "json"},
         }
         config.write_text(yaml.safe_dump(settings))

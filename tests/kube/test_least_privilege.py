@@ -1,0 +1,117 @@
+"""Least privilege per node, enforced by the API server (the admission policies and Role of
+crds/), not by our code: a node's token writes the status of its own devices and is
+refused (403) for another node's, whether it creates or patches, in DeviceStatus or in
+Device.status; and it may not change a Device's spec. The requests here are made with the
+official client as a stolen token would be used, not through the node."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from edgetwin.wire import topics
+from tests.kube.conftest import Cluster, G, V, node_settings_for, synced_node
+from tests.support import Paho, unique
+
+Obj = dict[str, Any]
+
+
+def _objects_as(kubeconfig: Path) -> client.CustomObjectsApi:
+    configuration = client.Configuration()
+    config.load_kube_config(str(kubeconfig), client_configuration=configuration)
+    return client.CustomObjectsApi(client.ApiClient(configuration))
+
+
+def _status_body(name: str, value: str) -> Obj:
+    return {
+        "apiVersion": f"{G}/{V}",
+        "kind": "DeviceStatus",
+        "metadata": {"name": name},
+        "status": {"twins": [{"propertyName": "count", "reported": {"value": value}}]},
+    }
+
+
+async def _code(call: Callable[[], Any]) -> int:
+    try:
+        await asyncio.to_thread(call)
+    except ApiException as exc:
+        return int(exc.status)
+    return 200
+
+
+async def _until_enforced(attempt: Callable[[], Awaitable[int]]) -> int:
+    """The policies take effect a moment after they are created (the API server loads
+    them asynchronously): a bounded retry of a write that must end up refused."""
+    async with asyncio.timeout(20):
+        while (code := await attempt()) != 403:
+            await asyncio.sleep(0.1)
+    return code
+
+
+async def test_a_node_token_writes_only_its_own_devices(cluster: Cluster, tmp_path: Path) -> None:
+    node_a, node_b = unique("edge-a"), unique("edge-b")
+    dev_a, dev_b = unique("dev"), unique("dev")
+    await cluster.add_thermostat(dev_a, node_a)
+    await cluster.add_thermostat(dev_b, node_b)
+    as_a = _objects_as(cluster.node_kubeconfig(tmp_path, node_a))
+    as_b = _objects_as(cluster.node_kubeconfig(tmp_path, node_b))
+    ns = "default"
+
+    def create(api: client.CustomObjectsApi, name: str) -> Callable[[], Any]:
+        return lambda: api.create_namespaced_custom_object(
+            G, V, ns, "devicestatuses", _status_body(name, "1")
+        )
+
+    def patch(api: client.CustomObjectsApi, plural: str, name: str, body: Obj) -> Callable[[], Any]:
+        return lambda: api.patch_namespaced_custom_object(G, V, ns, plural, name, body)
+
+    forged = {"status": {"twins": [{"propertyName": "count", "reported": {"value": "666"}}]}}
+    # A creating B's DeviceStatus: refused by the server.
+    assert await _until_enforced(lambda: _code(create(as_a, dev_b))) == 403
+    # Each creating its own: allowed.
+    assert await _code(create(as_a, dev_a)) == 200
+    assert await _code(create(as_b, dev_b)) == 200
+    # A patching B's: refused; its own: allowed.
+    assert await _code(patch(as_a, "devicestatuses", dev_b, forged)) == 403
+    assert await _code(patch(as_a, "devicestatuses", dev_a, forged)) == 200
+    # Device.status (clusters before DeviceStatus): the same, and no spec change.
+    assert await _code(patch(as_a, "devices", dev_b, forged)) == 403
+    assert await _code(patch(as_a, "devices", dev_a, forged)) == 200
+    moved = {"spec": {"nodeName": node_a}}
+    assert await _code(patch(as_a, "devices", dev_a, {"spec": {"nodeName": "elsewhere"}})) == 403
+    assert await _code(patch(as_a, "devices", dev_b, moved)) == 403
+    assert await _code(patch(as_a, "devices", dev_a, {"metadata": {"labels": {"x": "y"}}})) == 403
+
+    status_b = await cluster.get("devicestatuses", dev_b)
+    assert status_b is not None
+    assert status_b["status"]["twins"][0]["reported"]["value"] == "1"
+    device_b = await cluster.get("devices", dev_b)
+    assert device_b is not None
+    assert device_b["spec"]["nodeName"] == node_b
+    assert "status" not in device_b
+    refused = [r for r in cluster.server.requests() if r.code == 403 and r.name in (dev_a, dev_b)]
+    assert refused, "the 403s came from the API server (its audit log has them)"
+
+
+async def test_the_node_itself_works_under_the_policies(cluster: Cluster, tmp_path: Path) -> None:
+    settings = node_settings_for(cluster, tmp_path)
+    name = unique("dev")
+    await cluster.add_thermostat(name, settings.node.name)
+    async with synced_node(settings) as node, Paho(node.broker_port) as mqtt:
+        update = topics.twin_update_topic(f"default/{name}")
+        await mqtt.subscribe(f"{update}/result")
+        assert "code" not in await mqtt.request(
+            update, {"twin": {"count": {"actual": {"value": "5"}}}}
+        )
+
+        async def reported() -> bool:
+            obj = await cluster.get("devicestatuses", name) or {}
+            twins = (obj.get("status") or {}).get("twins") or []
+            return any(t["reported"]["value"] == "5" for t in twins)
+
+        await cluster.until(reported, "the node's own status write passes the policies")
