@@ -127,3 +127,105 @@ async def test_our_crds_applied_on_a_kubeedge_cluster_keep_it_working(tmp_path: 
             )
             assert listed.returncode == 0, listed.stderr
             assert orjson.loads(listed.stdout)["items"], plural
+
+
+KUBEEDGE_MODEL = """
+apiVersion: devices.kubeedge.io/v1beta1
+kind: DeviceModel
+metadata:
+  name: beta1-model
+spec:
+  protocol: modbus
+  properties:
+    - name: temperature
+      description: temperature in degree celsius
+      type: INT
+      accessMode: ReadWrite
+      maximum: "100"
+      minimum: "1"
+      unit: degree celsius
+"""
+
+KUBEEDGE_DEVICE = """
+apiVersion: devices.kubeedge.io/v1beta1
+kind: Device
+metadata:
+  name: {name}
+  labels:
+    model: beta1-model
+spec:
+  deviceModelRef:
+    name: beta1-model
+  nodeName: {node}
+  protocol:
+    protocolName: modbus
+    configData:
+      deviceID: 2
+      serialPort: /dev/ttyS0
+      baudRate: 9600
+      dataBits: 8
+      parity: even
+      stopBits: 1
+      protocolID: 1
+  properties:
+    - name: temperature
+      collectCycle: 10000
+      reportCycle: 10000
+      reportToCloud: true
+      desired:
+        value: "30"
+      visitors:
+        protocolName: modbus
+        configData:
+          register: HoldingRegister
+          offset: 2
+          limit: 1
+          scale: 1
+          isSwap: true
+          isRegisterSwap: true
+      pushMethod:
+        mqtt:
+          address: tcp://127.0.0.1:1883
+          topic: temperature
+          qos: 0
+          retained: false
+        dbMethod:
+          influxdb2:
+            influxdb2ClientConfig:
+              url: http://127.0.0.1:8086
+              org: test-org
+              bucket: test-bucket
+            influxdb2DataConfig:
+              measurement: stat
+              tag:
+                unit: temperature
+              fieldKey: beta1test
+  methods:
+    - name: setValue
+      description: set the temperature
+      propertyNames: [temperature]
+  stateReport:
+    reportToCloud: true
+    reportCycle: 5000
+"""
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+async def test_a_kubeedge_device_manifest_applies_unchanged_and_reaches_the_node(
+    layout: str, tmp_path: Path
+) -> None:
+    """A v1beta1 manifest as KubeEdge's users write them (pushMethod, methods, stateReport,
+    KubeEdge's Modbus keys), applied with kubectl's strict validation on both layouts."""
+    with own_cluster(tmp_path, *LAYOUTS[layout]) as cluster:
+        settings = node_settings_for(cluster, tmp_path)
+        name = unique("beta1-device")
+        manifest = tmp_path / "device.yaml"
+        manifest.write_text(
+            KUBEEDGE_MODEL + "---" + KUBEEDGE_DEVICE.format(name=name, node=settings.node.name)
+        )
+        applied = await asyncio.to_thread(kubectl, cluster.kubeconfig, "apply", "-f", str(manifest))
+        assert applied.returncode == 0, applied.stderr
+        assert applied.stderr == "", applied.stderr  # no warning of unknown or dropped fields
+        async with synced_node(settings) as node:
+            twin = node.engine.devices[f"default/{name}"]
+            assert twin.twins["temperature"].desired == "30"
