@@ -28,7 +28,16 @@ def node_user(node: str) -> str:
     return f"system:serviceaccount:{NODES}:{node}"
 
 
-KUBEEDGE_CRDS = ROOT.parent / "shared" / "kubeedge" / "crds"
+KUBEEDGE_CRDS = ROOT.parent / "shared" / "kubeedge" / "crds"  # KubeEdge's own, as test data
+
+
+def kubeedge_crds() -> tuple[str, ...]:
+    """KubeEdge's CRDs as ``install`` sources, from ../shared beside the checkout."""
+    if not KUBEEDGE_CRDS.is_dir():
+        raise RuntimeError(f"KubeEdge's CRDs are not at {KUBEEDGE_CRDS} (shared/ beside the repo)")
+    return tuple(f"-f {crd}" for crd in sorted(KUBEEDGE_CRDS.iterdir()))
+
+
 Obj = dict[str, Any]
 
 

@@ -13,9 +13,9 @@ from edgetwin.config import Settings, load_settings
 from edgetwin.node import Node
 from edgetwin.wire import topics
 from tests.kube.conftest import (
-    KUBEEDGE_CRDS,
     Cluster,
     grant,
+    kubeedge_crds,
     node_settings_for,
     own_cluster,
     synced_node,
@@ -151,9 +151,7 @@ async def test_without_a_node_selector_the_node_selects_itself(
 ) -> None:
     """KubeEdge's own Device CRD has no selectableFields: the server answers 400 to a field
     selector on spec.nodeName, and the node selects on its side."""
-    with own_cluster(
-        tmp_path, *(f"-f {crd}" for crd in sorted(KUBEEDGE_CRDS.iterdir()))
-    ) as cluster:
+    with own_cluster(tmp_path, *kubeedge_crds()) as cluster:
         node_name = unique("node")
         mine, theirs = unique("mine"), unique("theirs")
         await cluster.add_thermostat(mine, node_name)

@@ -16,10 +16,10 @@ import pytest
 
 from edgetwin.wire import topics
 from tests.kube.conftest import (
-    KUBEEDGE_CRDS,
     OURS,
     Cluster,
     install,
+    kubeedge_crds,
     node_settings_for,
     node_user,
     own_cluster,
@@ -28,16 +28,22 @@ from tests.kube.conftest import (
 from tests.kube.kubestand import ROOT, kubectl
 from tests.support import Paho, unique
 
-KUBEEDGE = tuple(f"-f {crd}" for crd in sorted(KUBEEDGE_CRDS.iterdir()))
-LAYOUTS = {
-    "ours": (OURS,),
-    "kubeedge": (*KUBEEDGE, *(f"-f {ROOT / 'crds' / f}" for f in ("rbac.yaml", "admission.yaml"))),
-}
+LAYOUTS = ["ours", "kubeedge"]
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
-async def test_every_status_field_the_node_writes_reads_back(layout: str, tmp_path: Path) -> None:
-    with own_cluster(tmp_path, *LAYOUTS[layout]) as cluster:
+def layout(name: str) -> tuple[str, ...]:
+    """What a cluster of that layout has installed, as ``install`` sources."""
+    if name == "ours":
+        return (OURS,)
+    ours = (f"-f {ROOT / 'crds' / f}" for f in ("rbac.yaml", "admission.yaml"))
+    return (*kubeedge_crds(), *ours)
+
+
+@pytest.mark.parametrize("layout_name", LAYOUTS)
+async def test_every_status_field_the_node_writes_reads_back(
+    layout_name: str, tmp_path: Path
+) -> None:
+    with own_cluster(tmp_path, *layout(layout_name)) as cluster:
         settings = node_settings_for(cluster, tmp_path)
         name = unique("dev")
         device = f"default/{name}"
@@ -93,7 +99,7 @@ async def _as_cloudcore(cluster: Cluster, name: str, value: str) -> dict[str, An
 
 
 async def test_our_crds_applied_on_a_kubeedge_cluster_keep_it_working(tmp_path: Path) -> None:
-    with own_cluster(tmp_path, *KUBEEDGE) as cluster:
+    with own_cluster(tmp_path, *kubeedge_crds()) as cluster:
         name = unique("dev")
         await cluster.add_thermostat(name, "edge-1")
         await cluster.create(
@@ -210,13 +216,13 @@ spec:
 """
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("layout_name", LAYOUTS)
 async def test_a_kubeedge_device_manifest_applies_unchanged_and_reaches_the_node(
-    layout: str, tmp_path: Path
+    layout_name: str, tmp_path: Path
 ) -> None:
     """A v1beta1 manifest as KubeEdge's users write them (pushMethod, methods, stateReport,
     KubeEdge's Modbus keys), applied with kubectl's strict validation on both layouts."""
-    with own_cluster(tmp_path, *LAYOUTS[layout]) as cluster:
+    with own_cluster(tmp_path, *layout(layout_name)) as cluster:
         settings = node_settings_for(cluster, tmp_path)
         name = unique("beta1-device")
         manifest = tmp_path / "device.yaml"
