@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Self
 
@@ -291,6 +291,16 @@ class Paho:
         """Publish to topic and wait for ``topic/result`` (subscribe first)."""
         self.publish(topic, body)
         return await self.next(f"{topic}/result")
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    """Until the node, on its own tasks, gets somewhere no event of its announces (a device
+    in its engine, a counter, a log line): a bounded check every 10 ms. State of an API
+    server is awaited with ``tests.kube.conftest.Cluster.until`` instead."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+    assert condition(), what
 
 
 def unique(prefix: str = "t") -> str:

@@ -169,16 +169,6 @@ class Cluster:
         return name
 
 
-async def until(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    """Until the node, on its own tasks, gets somewhere no event of its announces (a device
-    in its engine, a counter, a log line): a bounded check every 10 ms. State of the API
-    server is awaited with ``Cluster.until`` instead."""
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
-    assert condition(), what
-
-
 @contextlib.asynccontextmanager
 async def synced_node(settings: Settings) -> AsyncIterator[Node]:
     """A node whose cloud sync has listed everything once."""

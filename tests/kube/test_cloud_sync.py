@@ -19,9 +19,8 @@ from tests.kube.conftest import (
     node_settings_for,
     own_cluster,
     synced_node,
-    until,
 )
-from tests.support import Paho, thermostat, unique
+from tests.support import Paho, thermostat, unique, until
 
 
 async def test_desired_change_in_the_cluster_reaches_mqtt_as_a_delta(

@@ -9,8 +9,8 @@ import sqlite3
 import orjson
 
 from edgetwin.wire import topics
-from tests.kube.conftest import Cluster, until
-from tests.support import NodeProcess, Paho, unique
+from tests.kube.conftest import Cluster
+from tests.support import NodeProcess, Paho, unique, until
 
 
 async def test_outbox_survives_sigkill_and_is_flushed_after_restart(

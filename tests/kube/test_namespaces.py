@@ -12,9 +12,9 @@ import pytest
 
 from edgetwin.config import load_settings
 from edgetwin.node import Node
-from tests.kube.conftest import Cluster, grant, install, synced_node, until
+from tests.kube.conftest import Cluster, grant, install, synced_node
 from tests.kube.kubestand import ROOT
-from tests.support import run_cli, unique
+from tests.support import run_cli, unique, until
 
 
 async def test_the_kubeconfig_context_namespace_is_followed(

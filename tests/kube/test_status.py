@@ -20,10 +20,9 @@ from tests.kube.conftest import (
     node_user,
     own_cluster,
     synced_node,
-    until,
 )
 from tests.kube.kubestand import ROOT
-from tests.support import Paho, run_cli, unique
+from tests.support import Paho, run_cli, unique, until
 
 
 def _reported(obj: dict[str, Any] | None) -> dict[str, str]:

@@ -32,6 +32,7 @@ from amqtt.broker import Broker
 from amqtt.contexts import Action
 from amqtt.errors import BrokerError
 from amqtt.events import BrokerEvents
+from amqtt.mqtt.disconnect import DisconnectPacket
 
 from edgetwin.auth import Action as Access
 from edgetwin.auth import Gate, Identity
@@ -134,8 +135,44 @@ class _KubeEdgeBroker(Broker):  # type: ignore[misc]
         identity = self.gate.authenticate(
             session.username, session.password, _certificate_name(writer), session.client_id
         )
+        if identity is not None and session.will_flag and not self._will_allowed(session, identity):
+            # As mosquitto does: a Will the client could not publish itself refuses the CONNECT.
+            self.gate.refuse(
+                session.client_id, "will_denied", f"a Will on {session.will_topic!r} is not allowed"
+            )
+            identity = None
         setattr(session, _IDENTITY, identity)  # on a resumed session too: new credentials
         return handler, session
+
+    def _will_allowed(self, session: Any, identity: Identity) -> bool:  # noqa: ANN401
+        """Whether the client's Will passes what a live publication of it would meet: no
+        ``$`` topic but ``$hw/`` (amqtt disconnects a client publishing there), and the ACL."""
+        topic = str(session.will_topic or "")
+        if topic.startswith("$") and not topic.startswith(KUBEEDGE_PREFIX):
+            return False
+        return self.gate.allows(identity, Access.PUBLISH, topic, session.client_id)
+
+    async def _handle_disconnect(
+        self,
+        client_session: Any,  # noqa: ANN401 - amqtt's Session
+        handler: Any,  # noqa: ANN401
+        disconnect_waiter: asyncio.Future[Any],
+    ) -> None:
+        # amqtt publishes the Will of a client gone without DISCONNECT straight to the
+        # subscribers (and the twin), past the ACL and the rate limit: check both again
+        # here, since the client's rights can have changed since it connected (a device
+        # that moved to another protocol leaves its mapper's rules).
+        identity: Identity | None = getattr(client_session, _IDENTITY, None)
+        goes_out = client_session.will_flag and not isinstance(
+            disconnect_waiter.result(), DisconnectPacket
+        )
+        if goes_out and (
+            identity is None
+            or not self._will_allowed(client_session, identity)
+            or not self.gate.admit(identity, client_session.client_id)
+        ):
+            client_session.will_flag = False
+        await super()._handle_disconnect(client_session, handler, disconnect_waiter)
 
     async def _authenticate(self, session: Any, _listener: Any) -> bool:  # noqa: ANN401
         return getattr(session, _IDENTITY, None) is not None
