@@ -212,12 +212,15 @@ class Paho:
         username: str | None = None,
         password: str | None = None,
         tls: ssl.SSLContext | None = None,
+        clean_session: bool = True,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.port = port
         self.messages: asyncio.Queue[tuple[str, bytes, bool]] = asyncio.Queue()
         self.client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id or f"paho-{uuid.uuid4().hex[:8]}"
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"paho-{uuid.uuid4().hex[:8]}",
+            clean_session=clean_session,
         )
         if username is not None:
             self.client.username_pw_set(username, password)

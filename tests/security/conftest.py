@@ -48,10 +48,23 @@ class Secured:
     gate: Gate | None
     """The embedded broker's gate (its counters); None on mosquitto."""
 
-    def client(self, user: str | None, password: str | None = None) -> Paho:
+    def client(
+        self,
+        user: str | None,
+        password: str | None = None,
+        *,
+        client_id: str | None = None,
+        clean_session: bool = True,
+    ) -> Paho:
         if user is not None and password is None:
             password = PASSWORDS[user]
-        return Paho(self.port, username=user, password=password)
+        return Paho(
+            self.port,
+            client_id,
+            username=user,
+            password=password,
+            clean_session=clean_session,
+        )
 
 
 def auth_settings(folder: Path, a: str, b: str) -> dict[str, Any]:

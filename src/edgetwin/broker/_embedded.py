@@ -30,9 +30,11 @@ from typing import Any, Self
 from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import Action
-from amqtt.errors import BrokerError
+from amqtt.errors import AMQTTError, BrokerError, MQTTError, NoDataError
 from amqtt.events import BrokerEvents
 from amqtt.mqtt.disconnect import DisconnectPacket
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.utils import gen_client_id
 
 from edgetwin.auth import Action as Access
 from edgetwin.auth import Gate, Identity
@@ -48,6 +50,7 @@ KUBEEDGE_PREFIX = "$hw/"
 TLS_LISTENER = "tls"
 HANDSHAKE_SECONDS = 10.0
 _IDENTITY = "edgetwin_identity"  # the Session attribute holding the client's Identity
+_OWNER = "edgetwin_owner"  # the Session attribute naming the user that created it
 
 
 class _ClosingWriter(StreamWriterAdapter):  # type: ignore[misc]
@@ -129,20 +132,79 @@ class _KubeEdgeBroker(Broker):  # type: ignore[misc]
         remote_address: str,
         remote_port: int,
     ) -> tuple[Any, Any]:
-        handler, session = await super()._initialize_client_session(
-            reader, writer, remote_address, remote_port
-        )
+        """amqtt's, deciding who the client is before any saved session is touched.
+
+        amqtt resumes (or, on a clean start, deletes) the session saved under a client
+        id whoever connects with it, so another user could read a device's queued
+        deltas, or wipe them. Here a session belongs to the user that created it: a
+        CONNECT with a client id whose session is another user's is refused as not
+        authorized (counted as ``client_id_taken``), and a refused CONNECT of any kind
+        leaves every saved session as it was.
+        """
+        peer = f"{remote_address}:{remote_port}"
+        try:
+            handler, session = await BrokerProtocolHandler.init_from_connect(
+                reader, writer, self.plugins_manager
+            )
+        except (AMQTTError, NoDataError) as exc:
+            raise AMQTTError(exc) from exc
+        except MQTTError:
+            await writer.close()
+            raise
         identity = self.gate.authenticate(
             session.username, session.password, _certificate_name(writer), session.client_id
         )
+        held = self._sessions.get(session.client_id) if session.client_id else None
+        if identity is not None and held is not None and _owner(held[0]) != identity.user:
+            self.gate.refuse(peer, "client_id_taken", "its client id names another user's session")
+            identity = None
         if identity is not None and session.will_flag and not self._will_allowed(session, identity):
             # As mosquitto does: a Will the client could not publish itself refuses the CONNECT.
             self.gate.refuse(
-                session.client_id, "will_denied", f"a Will on {session.will_topic!r} is not allowed"
+                peer, "will_denied", f"a Will on {session.will_topic!r} is not allowed"
             )
             identity = None
-        setattr(session, _IDENTITY, identity)  # on a resumed session too: new credentials
+        if identity is None:  # refused: under an id of its own, so amqtt replaces no session
+            session.client_id, session.clean_session, session.parent = gen_client_id(), True, 0
+            return handler, session
+        if session.clean_session:
+            if session.client_id:
+                await self._delete_session(session.client_id)
+            else:
+                session.client_id = gen_client_id()
+            session.parent = 0
+        elif held is not None:  # resumed, with this CONNECT's Will, keep-alive and credentials
+            saved = held[0]
+            for field in ("will_flag", "will_message", "will_topic", "will_qos", "will_retain"):
+                setattr(saved, field, getattr(session, field))
+            saved.keep_alive, saved.username, saved.password = (
+                session.keep_alive,
+                session.username,
+                session.password,
+            )
+            session, session.parent = saved, 1
+        else:
+            session.parent = 0
+        setattr(session, _IDENTITY, identity)
+        setattr(session, _OWNER, identity.user)
         return handler, session
+
+    async def _handle_client_session(  # noqa: PLR0917 - amqtt's signature
+        self,
+        reader: Any,  # noqa: ANN401 - amqtt's adapters
+        writer: Any,  # noqa: ANN401
+        client_session: Any,  # noqa: ANN401 - amqtt's Session
+        handler: Any,  # noqa: ANN401
+        server: Any,  # noqa: ANN401
+        listener_name: str,
+    ) -> None:
+        try:
+            await super()._handle_client_session(
+                reader, writer, client_session, handler, server, listener_name
+            )
+        finally:  # amqtt keeps a refused client's session, "connected", for ever
+            if getattr(client_session, _IDENTITY, None) is None:
+                self._sessions.pop(client_session.client_id, None)
 
     def _will_allowed(self, session: Any, identity: Identity) -> bool:  # noqa: ANN401
         """Whether the client's Will passes what a live publication of it would meet: no
@@ -313,6 +375,10 @@ def _server_context(tls: TlsListenerSettings) -> ssl.SSLContext:
     context.load_cert_chain(tls.cert_file, tls.key_file)
     context.verify_mode = ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_OPTIONAL
     return context
+
+
+def _owner(session: Any) -> str | None:  # noqa: ANN401 - amqtt's Session
+    return getattr(session, _OWNER, None)
 
 
 def _certificate_name(writer: Any) -> str | None:  # noqa: ANN401 - amqtt's writer adapter

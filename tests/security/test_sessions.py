@@ -1,0 +1,47 @@
+"""A saved session belongs to the user that created it. Device B keeps a persistent session
+(clean_session=0) and goes away; the twin sends it a delta meanwhile. Device A connecting
+with B's client id gets none of B's queued messages: the embedded broker refuses the
+CONNECT as not authorized (and leaves B's session as it was), mosquitto (2.0, with the
+acl_file edgetwin writes) lets A in but delivers nothing A may not read."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgetwin.wire import topics
+from tests.security.conftest import Secured
+from tests.support import unique
+
+
+async def test_another_users_client_id_gets_none_of_the_sessions_messages(
+    secured: Secured,
+) -> None:
+    b_id = unique("dev-b")
+    delta = topics.delta_topic(secured.b)
+    async with secured.client("dev-b", client_id=b_id, clean_session=False) as device_b:
+        assert await device_b.subscribe(delta) == [True]
+    async with secured.client("admin") as admin:  # while B is away: a delta, queued for B
+        update = topics.twin_update_topic(secured.b)
+        await admin.subscribe(f"{update}/result", delta)
+        await admin.request(
+            update, {"event_id": "set", "twin": {"label": {"expected": {"value": "x"}}}}
+        )
+        await admin.next(delta)  # the twin has sent it (the admin sees it too)
+
+    if secured.gate is not None:
+        with pytest.raises(ConnectionRefusedError, match=r"[Nn]ot authori[sz]ed"):
+            async with secured.client("dev-a", client_id=b_id, clean_session=False):
+                pass
+        assert secured.gate.refused["client_id_taken"] == 1
+    else:
+        async with secured.client("dev-a", client_id=b_id, clean_session=False) as device_a:
+            own = topics.twin_get_topic(secured.a)
+            await device_a.subscribe(f"{own}/result")
+            device_a.publish(own, {"event_id": "barrier"})
+            # Queued messages go out right after CONNACK: had any of B's come, it would be
+            # here before the answer to A's own request.
+            topic, _, _ = await device_a.messages.get()
+            assert topic == f"{own}/result"
+
+    async with secured.client("dev-b", client_id=b_id, clean_session=False) as device_b:
+        assert await device_b.subscribe(delta) == [True]  # B's session still works for B
