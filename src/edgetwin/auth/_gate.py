@@ -5,7 +5,7 @@ Kept apart from amqtt so the rules are plain code; the broker calls
 subscribe and delivery, and :meth:`Gate.admit` on every publication. Refusals
 and denials are counted for the metrics and logged, so that a flood cannot
 flood the log: a denial or a rate limit once per client and reason every
-:data:`LOG_EVERY` seconds at most, a refused connection once per reason.
+:data:`~edgetwin.logs.LOG_EVERY` seconds at most, a refused connection once per reason.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from pathlib import Path
 from edgetwin.auth._access import ANONYMOUS_ADMIN, AccessPolicy, Action, Identity, Role
 from edgetwin.auth._passwords import PasswordFile
 from edgetwin.config import AuthSettings
+from edgetwin.logs import ThrottledLog
 
 log = logging.getLogger(__name__)
 
-LOG_EVERY = 10.0
 BURST_SECONDS = 2.0
 
 
@@ -47,7 +47,7 @@ class Gate:
         self._internal: dict[str, tuple[str, Identity]] = {}
         self._rate = max_messages_per_second
         self._buckets: dict[str, tuple[float, float]] = {}  # client id -> (tokens, when)
-        self._last_logged: dict[tuple[str, str], float] = {}
+        self.log = ThrottledLog(log)
         self.refused: Counter[str] = Counter()
         """Refused connections, by reason."""
         self.denied: Counter[str] = Counter()
@@ -89,18 +89,18 @@ class Gate:
     def refuse(self, client: str, reason: str, why: str) -> None:
         """Count and log a refused connection (``client``: its id, or its address).
 
-        Logged once per reason every :data:`LOG_EVERY` seconds: a client that
+        Logged once per reason every :data:`~edgetwin.logs.LOG_EVERY` seconds: a client that
         has not authenticated can change its id or port at every attempt.
         """
         self.refused[reason] += 1
-        self._log("", reason, "refused connection of %s: %s", client, why)
+        self.log.write("", reason, "refused connection of %s: %s", client, why)
 
     def allows(self, who: Identity, action: Action, topic: str, client: str) -> bool:
         if who.role is Role.ADMIN or self._policy.allows(who, action, topic):
             return True
         if action is not Action.RECEIVE:  # a receive is filtered, not denied: wildcards are fine
             self.denied[action.value] += 1
-            self._log(client, action.value, "denied %s %s to %s", action.value, topic, who)
+            self.log.write(client, action.value, "denied %s %s to %s", action.value, topic, who)
         return False
 
     def admit(self, who: Identity | None, client: str) -> bool:
@@ -122,20 +122,13 @@ class Gate:
         if tokens < 1.0:
             self._buckets[client] = (tokens, now)
             self.rate_limited += 1
-            self._log(client, "rate", "%s is over %g messages/s; dropped", client, self._rate)
+            self.log.write(client, "rate", "%s is over %g messages/s; dropped", client, self._rate)
             return False
         self._buckets[client] = (tokens - 1.0, now)
         return True
 
     def packet_too_large(self, peer: str, size: int, limit: int) -> None:
         self.too_large += 1
-        self._log("", "size", "closed %s: a %d-byte packet is over %d bytes", peer, size, limit)
-
-    def _log(self, client: str, reason: str, message: str, *args: object) -> None:
-        now = time.monotonic()
-        key = (client, reason)
-        if len(self._last_logged) > 10_000:  # many client ids: forget, rather than grow
-            self._last_logged.clear()
-        if now - self._last_logged.get(key, -LOG_EVERY) >= LOG_EVERY:
-            self._last_logged[key] = now
-            log.warning(message, *args)
+        self.log.write(
+            "", "size", "closed %s: a %d-byte packet is over %d bytes", peer, size, limit
+        )

@@ -1,4 +1,5 @@
-"""Logging for the commands: text for people, or one JSON object a line for log collectors."""
+"""Logging for the commands: text for people, or one JSON object a line for log collectors;
+either way one line a message, whatever clients put in it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,18 @@ from datetime import UTC, datetime
 
 import orjson
 
+from edgetwin.logs import printable
+
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+class TextFormatter(logging.Formatter):
+    """One line a message: what is not printable in it (from clients: topics, ids, names)
+    is written as its escape, so no client can start a line of its own."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        record.message = printable(record.message)
+        return super().formatMessage(record)
 
 
 class JsonFormatter(logging.Formatter):
@@ -28,9 +40,7 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(level: str, log_format: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
-    )
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter(TEXT_FORMAT))
     logging.basicConfig(level=level, handlers=[handler])
     for noisy in ("amqtt", "transitions", "aiosqlite", "mqtt"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -96,6 +96,16 @@ class _NodeCollector(Collector):
         for code, count in sorted(engine.rejected.items()):
             rejected.add_metric([_reason(code)], count)
         yield rejected
+        suppressed = CounterMetricFamily(
+            "edgetwin_log_lines_suppressed",
+            "Log lines about refused requests and denials not written (at most one per "
+            "sender and reason every 10 s is), by where.",
+            labels=["source"],
+        )
+        suppressed.add_metric(["twin"], engine.rejections.suppressed)
+        if self._node.broker is not None:
+            suppressed.add_metric(["broker"], self._node.broker.gate.log.suppressed)
+        yield suppressed
 
     def _devices(self) -> Iterator[Metric]:
         devices = self._node.engine.devices

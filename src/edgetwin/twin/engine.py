@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from edgetwin.config import TwinSettings
 from edgetwin.errors import EdgetwinError
+from edgetwin.logs import ThrottledLog
 from edgetwin.twin.manifests import parse_document
 from edgetwin.twin.state import DeviceRecord, DeviceTwin, PropertyTwin
 from edgetwin.twin.store.rows import (
@@ -102,6 +103,8 @@ class TwinEngine:
         self.report_to_cloud = False
         """Set when a cloud sync runs: changes then also go to the outbox."""
         self.cloud_pending: set[str] = set()
+        self.rejections = ThrottledLog(log)
+        """The log of refused requests: one line per device and reason every 10 s at most."""
         self.cloud_scope: str | None = None
         """What the cloud sync follows, in words, for membership/get (None: no cloud)."""
         """Devices with changes the cluster has not seen yet."""
@@ -170,7 +173,15 @@ class TwinEngine:
             self.accepted[request.kind.value] += 1
             return outcome  # noqa: TRY300 - the counting belongs with the answer
         except BadRequestError as exc:
-            log.warning("rejected %s on %s: %s", request.kind.value, request.topic, exc.reason)
+            sender = request.device if request.device in self.devices else "unknown device"
+            self.rejections.write(
+                sender,
+                str(exc.code),
+                "rejected %s on %s: %s",
+                request.kind.value,
+                request.topic,
+                exc.reason,
+            )
             self.rejected[exc.code] += 1
             result = error_result(exc.event_id, exc.code, exc.reason)
             return Outcome(publications=[self.reply(request.result_topic, result)])
