@@ -10,7 +10,7 @@ import pytest
 
 from edgetwin.wire import topics
 from tests.security.conftest import Secured
-from tests.support import unique
+from tests.support import thermostat, unique
 
 
 async def test_another_users_client_id_gets_none_of_the_sessions_messages(
@@ -45,3 +45,30 @@ async def test_another_users_client_id_gets_none_of_the_sessions_messages(
 
     async with secured.client("dev-b", client_id=b_id, clean_session=False) as device_b:
         assert await device_b.subscribe(delta) == [True]  # B's session still works for B
+
+
+@pytest.mark.parametrize("secured", ["amqtt"], indirect=True)  # mosquitto's acl_file follows
+async def test_queued_messages_pass_the_receive_check_again_on_resume(  # membership through
+    secured: Secured,  # `acl --follow` (test_acl_follow.py)
+) -> None:
+    """A mapper's queued delta for a device that has since left its protocol stays queued no
+    more: it goes through the same check as a live delivery, with today's rights."""
+    mapper_id, marker = unique("mapper"), f"marker/{unique('m')}"
+    deltas = "$hw/events/device/+/+/twin/update/delta"
+    mapper = {"client_id": mapper_id, "clean_session": False}
+    async with secured.client("modbus-mapper", **mapper) as away:
+        assert await away.subscribe(deltas, marker) == [True, True]
+    async with secured.client("admin") as admin:  # a (modbus) gets a delta while it is away
+        update = topics.twin_update_topic(secured.a)
+        delta = topics.delta_topic(secured.a)
+        await admin.subscribe(f"{update}/result", delta)
+        await admin.request(
+            update, {"event_id": "d", "twin": {"label": {"expected": {"value": "y"}}}}
+        )
+        await admin.next(delta)
+    name = secured.a.split("/")[1]
+    assert await secured.node.service.apply([thermostat(name, protocol="mqtt")]) == []
+    async with secured.client("modbus-mapper", **mapper) as back:
+        back.publish(marker, b"{}")  # queued messages go out before this comes back
+        topic, _, _ = await back.messages.get()
+    assert topic == marker

@@ -277,6 +277,16 @@ class _KubeEdgeBroker(Broker):  # type: ignore[misc]
             return False
         return True
 
+    async def _publish_session_retained_messages(self, session: Any) -> None:  # noqa: ANN401
+        # Messages queued while the client was away passed the receive check with its
+        # rights then; they go out only if they pass it with its rights now, as live ones.
+        queue = session.retained_messages
+        queued = [queue.get_nowait() for _ in range(queue.qsize())]
+        for message in queued:
+            if await self._topic_filtering(session, message.topic, Action.RECEIVE):
+                queue.put_nowait(message)
+        await super()._publish_session_retained_messages(session)
+
     async def _publish_retained_messages_for_subscription(
         self,
         subscription: tuple[str, int],
