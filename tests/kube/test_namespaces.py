@@ -9,6 +9,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+import yaml
 
 from edgetwin.config import load_settings
 from edgetwin.node import Node
@@ -89,3 +90,13 @@ async def test_all_namespaces_with_the_cluster_role(cluster: Cluster, tmp_path: 
         await until(lambda: f"{later}/late" in node.engine.devices, "a device in a new namespace")
         await cluster.patch("devices", "late", {"spec": {"nodeName": "elsewhere"}}, later)
         await until(lambda: f"{later}/late" not in node.engine.devices, "it moved away")
+
+
+def test_the_cluster_role_grants_what_the_role_does() -> None:
+    """crds/rbac-all-namespaces.yaml repeats rbac.yaml's rules cluster-wide: kept in step."""
+
+    def rules(file: str, kind: str) -> object:
+        docs = yaml.safe_load_all((ROOT / "crds" / file).read_text())
+        return next(doc["rules"] for doc in docs if doc["kind"] == kind)
+
+    assert rules("rbac-all-namespaces.yaml", "ClusterRole") == rules("rbac.yaml", "Role")

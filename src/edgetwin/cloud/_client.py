@@ -149,7 +149,8 @@ class KubeApi:
         return await self._call(method, GROUP, VERSION, namespace, plural, name, patch)
 
     async def served_resources(self) -> set[str]:
-        """The plurals the cluster serves in devices.kubeedge.io/v1beta1 (DeviceStatus or not)."""
+        """What the cluster serves in devices.kubeedge.io/v1beta1: plurals, and subresources
+        as ``plural/status`` (whether there is a DeviceStatus, and whether it has a status)."""
         listing = await self._call(self._objects.get_api_resources, GROUP, VERSION)
         return {str(resource["name"]) for resource in listing.get("resources") or []}
 
