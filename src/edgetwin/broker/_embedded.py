@@ -14,8 +14,14 @@ twin API lives under ``$hw/``, and mosquitto and EMQX allow it, so
 path (events, topic ACL, broadcast, retain) and leaves every other topic to
 amqtt. Two amqtt bugs are fixed on the way: a new client was sent the
 retained messages of every filter any client had subscribed to, and a client
-that reset its connection left its socket open. amqtt is pinned to the
-version this was written against.
+that reset its connection left its socket open.
+
+amqtt trusts a client id and a Will more than mosquitto does: it resumes the
+session saved under an id whoever connects with it, and publishes a Will past
+the ACL. Here a session belongs to the user that created it, a refused
+CONNECT touches no saved session, and a Will meets the ACL (and the rate
+limit) at CONNECT and again when it goes out. amqtt is pinned to the version
+this was written against.
 """
 
 from __future__ import annotations
