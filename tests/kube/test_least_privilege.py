@@ -7,7 +7,8 @@ official client as a stolen token would be used, not through the node."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,16 @@ from tests.support import Paho, unique
 Obj = dict[str, Any]
 
 
-def _objects_as(kubeconfig: Path) -> client.CustomObjectsApi:
+@contextlib.contextmanager
+def _objects_as(kubeconfig: Path) -> Iterator[client.CustomObjectsApi]:
     configuration = client.Configuration()
     config.load_kube_config(str(kubeconfig), client_configuration=configuration)
-    return client.CustomObjectsApi(client.ApiClient(configuration))
+    api_client = client.ApiClient(configuration)
+    try:
+        yield client.CustomObjectsApi(api_client)
+    finally:
+        api_client.close()
+        api_client.rest_client.pool_manager.clear()
 
 
 def _status_body(name: str, value: str) -> Obj:
@@ -58,8 +65,21 @@ async def test_a_node_token_writes_only_its_own_devices(cluster: Cluster, tmp_pa
     dev_a, dev_b = unique("dev"), unique("dev")
     await cluster.add_thermostat(dev_a, node_a)
     await cluster.add_thermostat(dev_b, node_b)
-    as_a = _objects_as(cluster.node_kubeconfig(tmp_path, node_a))
-    as_b = _objects_as(cluster.node_kubeconfig(tmp_path, node_b))
+    with (
+        _objects_as(cluster.node_kubeconfig(tmp_path, node_a)) as as_a,
+        _objects_as(cluster.node_kubeconfig(tmp_path, node_b)) as as_b,
+    ):
+        await _writes_as_two_nodes(cluster, as_a, as_b, (node_a, dev_a), (node_b, dev_b))
+
+
+async def _writes_as_two_nodes(
+    cluster: Cluster,
+    as_a: client.CustomObjectsApi,
+    as_b: client.CustomObjectsApi,
+    a: tuple[str, str],
+    b: tuple[str, str],
+) -> None:
+    (node_a, dev_a), (node_b, dev_b) = a, b
     ns = "default"
 
     def create(api: client.CustomObjectsApi, name: str) -> Callable[[], Any]:

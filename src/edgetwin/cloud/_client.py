@@ -160,27 +160,17 @@ class WatchStream:
 
     :meth:`close` ends a read that waits for the server by shutting the response's
     socket, also when it comes while the request is still being sent: whichever of the
-    two, the request or the close, comes second shuts it (under one lock), so no thread
-    is left waiting for the server's next event (up to the watch timeout) at shutdown.
+    two, the request or the close, comes second shuts it (:class:`_Shutter`), so no
+    thread is left waiting for the server's next event (up to the watch timeout) at
+    shutdown. A stream stopped between reads is closed at once, which closes its response.
     """
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Obj) -> None:
         self._watch = watch.Watch()  # type: ignore[no-untyped-call]
-        self._lock = threading.Lock()
-        self._response: Any = None
-        self._closed = False
-
-        @functools.wraps(fn)
-        def request(*a: Any, **kw: Any) -> Any:  # noqa: ANN401 - the client's own types
-            response = fn(*a, **kw)
-            with self._lock:
-                self._response = response
-                closed = self._closed
-            if closed:
-                _shut(response)
-            return response
-
+        self._shutter = _Shutter()
+        request = functools.wraps(fn)(functools.partial(self._shutter.request, fn))
         self._events = self._watch.stream(request, *args, **kwargs)  # type: ignore[no-untyped-call]
+        self._reading = False
 
     def __aiter__(self) -> AsyncIterator[tuple[str, Obj]]:
         return self._iterate()
@@ -188,23 +178,53 @@ class WatchStream:
     async def _iterate(self) -> AsyncIterator[tuple[str, Obj]]:
         try:
             while True:
+                self._reading = True
                 try:
                     event = await asyncio.to_thread(next, self._events, None)
                 except (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
-                    if self._closed:
+                    if self._shutter.closed:
                         return
                     raise translate(exc) from exc
+                self._reading = False
                 if event is None:
                     return
                 yield str(event["type"]), event["raw_object"]
         finally:
             self.close()
+            if not self._reading:  # between reads: the stream's own finally closes its
+                self._events.close()  # response now (a read in flight ends on its thread)
 
     def close(self) -> None:
         """Stop the stream, interrupting a read that waits for the server."""
         self._watch.stop()  # type: ignore[no-untyped-call]
+        self._shutter.close()
+
+
+class _Shutter:
+    """The response of a watch request, shut when the stream closes, whichever comes first.
+
+    Apart from :class:`WatchStream` (which holds the stream that holds this), so that
+    the two form no reference cycle: a stream let go of is finalised, and its response
+    closed, at once, not by a later garbage collection (which warned of an open socket).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._response: Any = None
+        self.closed = False
+
+    def request(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
+        response = fn(*args, **kwargs)
         with self._lock:
-            self._closed = True
+            self._response = response
+            closed = self.closed
+        if closed:
+            _shut(response)
+        return response
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
             response = self._response
         if response is not None:
             _shut(response)
