@@ -165,7 +165,8 @@ class _KubeEdgeBroker(Broker):  # type: ignore[misc]
             self.gate.refuse(peer, "client_id_taken", "its client id names another user's session")
             identity = None
         if identity is not None and session.will_flag and not self._will_allowed(session, identity):
-            # As mosquitto does: a Will the client could not publish itself refuses the CONNECT.
+            # A Will the client could not publish itself refuses the CONNECT, so the client
+            # learns it at once (mosquitto 2.0 accepts it and drops the Will when it goes out).
             self.gate.refuse(
                 peer, "will_denied", f"a Will on {session.will_topic!r} is not allowed"
             )
