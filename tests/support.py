@@ -6,6 +6,7 @@ import asyncio
 import collections
 import contextlib
 import getpass
+import inspect
 import os
 import re
 import selectors
@@ -19,7 +20,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, Self
 
@@ -296,14 +297,21 @@ class Paho:
         return await self.next(f"{topic}/result")
 
 
-async def until(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    """Until the node, on its own tasks, gets somewhere no event of its announces (a device
-    in its engine, a counter, a log line): a bounded check every 10 ms. State of an API
-    server is awaited with ``tests.kube.conftest.Cluster.until`` instead."""
+async def until(
+    condition: Callable[[], bool | Awaitable[bool]], what: str, timeout: float = 15.0
+) -> None:
+    """Until something no event announces holds: the node, on its own tasks, gets somewhere
+    (a device in its engine, a counter, a log line), or another process shows it (an API
+    server's objects; then ``condition`` is async). A bounded check every 10 ms."""
+
+    async def holds() -> bool:
+        result = condition()
+        return bool(await result) if inspect.isawaitable(result) else bool(result)
+
     async with asyncio.timeout(timeout):
-        while not condition():
+        while not await holds():
             await asyncio.sleep(0.01)
-    assert condition(), what
+    assert await holds(), what
 
 
 def unique(prefix: str = "t") -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, Self
 
@@ -129,16 +129,6 @@ class Cluster:
         device = thermostat(name, node=node, **kwargs).to_document()
         device["metadata"]["namespace"] = namespace
         await self.create("devices", device, namespace)
-
-    async def until(
-        self, check: Callable[[], Awaitable[bool]], what: str, timeout: float = 20.0
-    ) -> None:
-        """Until the API server shows something (another process: a bounded check every
-        50 ms, since the server announces nothing to this test)."""
-        async with asyncio.timeout(timeout):
-            while not await check():
-                await asyncio.sleep(0.05)
-        assert await check(), what
 
     def service_account_kubeconfig(
         self, path: Path, account: str, namespace: str = "default", context: str | None = None

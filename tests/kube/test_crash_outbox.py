@@ -53,7 +53,7 @@ async def test_outbox_survives_sigkill_and_is_flushed_after_restart(
 
         # up to ~30 s more after a restart: the API server's admission policies refuse
         # node writes until its discovery has the Device CRD (kubernetes#124237)
-        await cluster.until(flushed, "the outbox reaches the cluster", timeout=60)
+        await until(flushed, "the outbox reaches the cluster", timeout=60)
         # the sent row is deleted just after; another process's file, so checked, not awaited
         await until(lambda: _outbox_size(db_path) == 0, "the outbox is empty")
         assert again.stop() == 0

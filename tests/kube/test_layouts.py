@@ -26,7 +26,8 @@ from tests.kube.conftest import (
     synced_node,
 )
 from tests.kube.kubestand import ROOT, kubectl
-from tests.support import Paho, unique
+from tests.manifests import KUBEEDGE_MODEL
+from tests.support import Paho, unique, until
 
 LAYOUTS = ["ours", "kubeedge"]
 
@@ -71,7 +72,7 @@ async def test_every_status_field_the_node_writes_reads_back(
                 obj = await cluster.get("devicestatuses", name)
                 return (obj or {}).get("status") == written
 
-            await cluster.until(read_back, "the status reads back as the node wrote it")
+            await until(read_back, "the status reads back as the node wrote it")
         writes = [
             r
             for r in cluster.server.requests()
@@ -135,33 +136,16 @@ async def test_our_crds_applied_on_a_kubeedge_cluster_keep_it_working(tmp_path: 
             assert orjson.loads(listed.stdout)["items"], plural
 
 
-KUBEEDGE_MODEL = """
-apiVersion: devices.kubeedge.io/v1beta1
-kind: DeviceModel
-metadata:
-  name: beta1-model
-spec:
-  protocol: modbus
-  properties:
-    - name: temperature
-      description: temperature in degree celsius
-      type: INT
-      accessMode: ReadWrite
-      maximum: "100"
-      minimum: "1"
-      unit: degree celsius
-"""
-
 KUBEEDGE_DEVICE = """
 apiVersion: devices.kubeedge.io/v1beta1
 kind: Device
 metadata:
   name: {name}
   labels:
-    model: beta1-model
+    model: temperature-model
 spec:
   deviceModelRef:
-    name: beta1-model
+    name: temperature-model
   nodeName: {node}
   protocol:
     protocolName: modbus

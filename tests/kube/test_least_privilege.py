@@ -17,7 +17,7 @@ from kubernetes.client.exceptions import ApiException
 
 from edgetwin.wire import topics
 from tests.kube.conftest import Cluster, G, V, node_settings_for, synced_node
-from tests.support import Paho, unique
+from tests.support import Paho, unique, until
 
 Obj = dict[str, Any]
 
@@ -134,4 +134,4 @@ async def test_the_node_itself_works_under_the_policies(cluster: Cluster, tmp_pa
             twins = (obj.get("status") or {}).get("twins") or []
             return any(t["reported"]["value"] == "5" for t in twins)
 
-        await cluster.until(reported, "the node's own status write passes the policies")
+        await until(reported, "the node's own status write passes the policies")

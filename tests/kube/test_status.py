@@ -66,7 +66,7 @@ async def test_a_burst_becomes_a_handful_of_patches_and_the_status_is_exact(
         async def all_there() -> bool:
             return (await _reported_in(cluster, "devicestatuses", name)).get("count") == "999"
 
-        await cluster.until(all_there, "the last report reaches the cluster")
+        await until(all_there, "the last report reaches the cluster")
         reporter = node.cloud.reporter
         await until(lambda: reporter.counters.outbox_depth == 0, "the sent rows are deleted")
         assert reporter.counters.created == 1
@@ -125,7 +125,7 @@ async def test_api_down_while_reports_flow_then_the_cluster_converges(
                 and bool(status.get("lastOnlineTime"))
             )
 
-        await cluster.until(converged, "the cluster has every report", timeout=60)  # #124237
+        await until(converged, "the cluster has every report", timeout=60)  # #124237
         await until(
             lambda: node.cloud is not None and node.cloud.reporter.counters.outbox_depth == 0,
             "the outbox is empty",
@@ -171,7 +171,7 @@ async def test_a_cluster_without_devicestatus_gets_device_status(tmp_path: Path)
             async def reported() -> bool:
                 return (await _reported_in(cluster, "devices", name)).get("count") == "4"
 
-            await cluster.until(reported, "Device.status has the last report")
+            await until(reported, "Device.status has the last report")
             # our own status write came back as a watch event, and changed nothing here
             assert node.engine.devices[f"default/{name}"].twins["count"].reported == "4"
 
@@ -207,7 +207,7 @@ async def test_get_devices_shows_whether_the_cluster_has_caught_up(
         async def caught_up() -> bool:
             return (await _reported_in(cluster, "devicestatuses", name)).get("count") == "2"
 
-        await cluster.until(caught_up, "the cluster has the last report", timeout=60)  # #124237
+        await until(caught_up, "the cluster has the last report", timeout=60)  # #124237
         await until(lambda: not node.engine.cloud_pending, "nothing pending")
         assert await cloud_column() == "synced"
 
@@ -227,7 +227,7 @@ async def test_status_requests_stay_within_the_node_rate_limit(
                     return False
             return True
 
-        await cluster.until(all_reported, "every device's report arrives", timeout=30)
+        await until(all_reported, "every device's report arrives", timeout=30)
     times = [
         r.received
         for r in cluster.server.requests()

@@ -85,7 +85,10 @@ async def test_the_embedded_broker_checks_a_will_again_when_it_goes_out(  # foll
         assert code == 0
         name = secured.a.split("/")[1]
         assert await secured.node.service.apply([thermostat(name, protocol="mqtt")]) == []
-    await until(lambda: secured.gate is not None and secured.gate.denied["publish"] > denied, "")
+    await until(
+        lambda: secured.gate is not None and secured.gate.denied["publish"] > denied,
+        "the Will is denied when it would go out",
+    )
     async with secured.client("admin") as admin:
         await admin.subscribe(f"{topics.twin_get_topic(secured.a)}/result")
         twin_a = await admin.request(topics.twin_get_topic(secured.a), {"event_id": "check"})

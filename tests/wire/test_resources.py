@@ -11,6 +11,7 @@ from edgetwin.errors import ManifestError
 from edgetwin.twin.manifests import load_manifests, parse_document, read_documents
 from edgetwin.wire.resources import Device, DeviceModel, DeviceStatus
 from edgetwin.wire.spec import merge_spec
+from tests.manifests import KUBEEDGE_MODEL
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
@@ -54,24 +55,6 @@ status:
       observedDesired: {value: "30", metadata: {timestamp: "1700000000000"}}
   state: online
   lastOnlineTime: "2026-11-22T10:00:00Z"
-"""
-
-KUBEEDGE_MODEL = """
-apiVersion: devices.kubeedge.io/v1beta1
-kind: DeviceModel
-metadata: {name: temperature-model, namespace: default}
-spec:
-  protocol: modbus
-  protocolConfigData: {slaveID: 1}
-  properties:
-    - name: temperature
-      description: temperature in degree celsius
-      type: INT
-      accessMode: ReadWrite
-      maximum: "100"
-      minimum: "1"
-      unit: degree celsius
-      visitors: {protocolName: modbus, configData: {register: HoldingRegister, offset: 0, limit: 1}}
 """
 
 KUBEEDGE_STATUS = """
