@@ -26,8 +26,7 @@ CASES = [
     ("not utf-8", "twin/update", b'{"twin": "\xff\xfe"}', 400, "Invalid JSON"),
     ("json not an object", "twin/update", b"[1, 2]", 400, "object"),
     ("empty payload", "twin/update", b"", 400, "twin"),
-    ("twin is empty", "twin/update", _update({}), 400, "twin"),
-    ("entry is null", "twin/update", _update({"target": None}), 400, "twin.target"),
+    ("twin is missing", "twin/update", orjson.dumps({"event_id": "bad"}), 400, "twin"),
     ("entry with no side", "twin/update", _update({"target": {}}), 400, "expected"),
     (
         "value is a number",
@@ -58,9 +57,9 @@ CASES = [
         "above the maximum 35",
     ),
     (
-        "below minimum",
+        "desired below minimum",
         "twin/update",
-        _update({"count": {"actual": {"value": "-1"}}}),
+        _update({"count": {"expected": {"value": "-1"}}}),
         400,
         "below the minimum 0",
     ),

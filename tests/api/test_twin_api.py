@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+from datetime import UTC, datetime
 
 import orjson
 
@@ -86,8 +87,14 @@ async def test_state_update_sets_state_and_last_online(node: Node) -> None:
         result = await client.request(
             topics.state_update_topic(device), {"event_id": "s", "state": "online"}
         )
-    assert result["state"] == "online"
-    assert isinstance(result["last_online_time"], int)
+    # KubeEdge's shape (edge/pkg/devicetwin/dtmanager/device.go), and the time in ms besides
+    name = device.split("/")[1]
+    when = datetime.fromtimestamp(result["last_online_time"] / 1000, UTC)
+    assert result["device"] == {
+        "name": name,
+        "state": "online",
+        "lastOnlineTime": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
     with sqlite3.connect(node.settings.database_path) as db:
         row = db.execute(
             "SELECT state, last_online FROM devices WHERE id = ?", (device,)

@@ -61,8 +61,8 @@ class DeviceWatch:
             for name, versions in body.get("twin", {}).items():
                 if "actual" in versions["current"]:
                     self.reported[name] = versions["current"]["actual"]["value"]
-        if topic == topics.state_update_topic(self.device) + "/result" and "state" in body:
-            self.states.append(body["state"])  # the twin's answer: the state is stored
+        if topic == topics.state_update_topic(self.device) + "/result" and "device" in body:
+            self.states.append(body["device"]["state"])  # the twin's answer: the state is stored
         return topic, body
 
     async def until(self, done: Callable[[], bool], timeout: float = 15.0) -> None:

@@ -1,6 +1,7 @@
 """Property-based tests of the engine: after any sequence of requests, the twin holds exactly
-the accepted values, the delta is {p: desired | desired set and != reported (by type)}, and
-versions never decrease."""
+the accepted values (each property on its own: a desired value must fit type and bounds, a
+reported one its type), the delta is {p: desired | desired set and != reported (by type)},
+and versions never decrease."""
 
 from __future__ import annotations
 
@@ -37,13 +38,16 @@ def _equal(kind: str, a: str, b: str) -> bool:
     return a == b
 
 
-def _valid(prop: str, value: str) -> bool:
+def _valid(prop: str, value: str, side: str) -> bool:
     kind = PROPS[prop]
+    bounded = side == "expected"  # a reading out of bounds is kept (and flagged)
     try:
         if kind == "FLOAT":
-            return 5 <= float(value) <= 35 and value.lower() != "nan"
+            number = float(value)
+            return (not bounded or 5 <= number <= 35) and value.lower() != "nan"
         if kind == "INT":
-            return 0 <= int(value) <= 1_000_000 and "." not in value
+            whole = int(value)
+            return (not bounded or 0 <= whole <= 1_000_000) and "." not in value
     except ValueError:
         return False
     if kind == "BOOLEAN":
@@ -78,16 +82,17 @@ def test_delta_and_versions_follow_the_accepted_updates(sequence: list[dict[str,
     for twin in sequence:
         outcome = engine.handle(request, orjson.dumps({"twin": twin}))
         result = orjson.loads(outcome.publications[0].payload)
-        should_accept = all(
-            _valid(p, side["value"]) for p, e in twin.items() for side in e.values()
-        )
-        assert ("code" not in result) == should_accept, (twin, result)
-        if should_accept:
-            for prop, entry in twin.items():
-                if "expected" in entry:
-                    desired[prop] = entry["expected"]["value"]
-                if "actual" in entry:
-                    reported[prop] = entry["actual"]["value"]
+        accepted = {
+            p: e for p, e in twin.items() if all(_valid(p, v["value"], s) for s, v in e.items())
+        }
+        assert ("code" not in result) == bool(accepted), (twin, result)
+        assert set(result.get("twin", {})) == set(accepted), (twin, result)
+        assert set(result.get("errors", {})) == (set(twin) - set(accepted) if accepted else set())
+        for prop, entry in accepted.items():
+            if "expected" in entry:
+                desired[prop] = entry["expected"]["value"]
+            if "actual" in entry:
+                reported[prop] = entry["actual"]["value"]
         state = engine.devices[device]
         for prop in PROPS:
             now = state.twins[prop]

@@ -140,19 +140,25 @@ async def _get_device(ask: _Asker, args: argparse.Namespace) -> None:
         return
     print(f"device: {device}   state: {result.get('state')}")
     rows = [["PROPERTY", "TYPE", "DESIRED", "REPORTED", "IN SYNC"]]
+    notes = []
     for prop, twin in sorted(result.get("twin", {}).items()):
         desired = twin.get("expected", {}).get("value")
         reported = twin.get("actual", {}).get("value")
+        flag = twin.get("out_of_range")
+        if flag:
+            notes.append(f"! {prop}: reported value out of range, kept: {flag}")
         rows.append(
             [
                 prop,
                 twin.get("metadata", {}).get("type", ""),
                 "-" if desired is None else desired,
-                "-" if reported is None else reported,
+                ("-" if reported is None else reported) + (" !" if flag else ""),
                 "yes" if desired is None or desired == reported else "no",
             ]
         )
     _table(rows)
+    for note in notes:
+        print(note)
 
 
 def _dump(value: object, output: str) -> None:

@@ -96,6 +96,19 @@ class _NodeCollector(Collector):
         for code, count in sorted(engine.rejected.items()):
             rejected.add_metric([_reason(code)], count)
         yield rejected
+        refused = CounterMetricFamily(
+            "edgetwin_twin_properties_refused",
+            "Properties refused in twin/updates whose other properties were applied, by reason.",
+            labels=["reason"],
+        )
+        for code, count in sorted(engine.refused_properties.items()):
+            refused.add_metric([_reason(code)], count)
+        yield refused
+        yield CounterMetricFamily(
+            "edgetwin_twin_reported_out_of_range",
+            "Reported values stored although outside their model's minimum or maximum.",
+            value=engine.out_of_range_reports,
+        )
         suppressed = CounterMetricFamily(
             "edgetwin_log_lines_suppressed",
             "Log lines about refused requests and denials not written (at most one per "
@@ -114,11 +127,19 @@ class _NodeCollector(Collector):
             "1 for each device's current state.",
             labels=["device", "state"],
         )
+        out_of_range = GaugeMetricFamily(
+            "edgetwin_property_out_of_range",
+            "1 for each property whose reported value is outside its model's bounds now.",
+            labels=["device", "property"],
+        )
         counts: Counter[str] = Counter()
         for device_id, twin in devices.items():
             per_device.add_metric([device_id, twin.state], 1)
             counts[twin.state] += 1
+            for name in twin.out_of_range:
+                out_of_range.add_metric([device_id, name], 1)
         yield per_device
+        yield out_of_range
         by_state = GaugeMetricFamily("edgetwin_devices", "Devices by state.", labels=["state"])
         for state, count in sorted(counts.items()):
             by_state.add_metric([state], count)

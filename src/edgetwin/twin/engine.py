@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from edgetwin.config import TwinSettings
 from edgetwin.errors import EdgetwinError
-from edgetwin.logs import ThrottledLog
+from edgetwin.logs import ThrottledLog, printable
 from edgetwin.twin.manifests import parse_document
 from edgetwin.twin.state import DeviceRecord, DeviceTwin, PropertyTwin
 from edgetwin.twin.store.rows import (
@@ -39,6 +39,7 @@ from edgetwin.wire.messages import (
     Code,
     MembershipGetRequest,
     StateUpdateRequest,
+    TwinEntry,
     TwinGetRequest,
     TwinUpdateRequest,
     encode,
@@ -100,6 +101,10 @@ class TwinEngine:
         """Answered requests by kind (twin/update, ...), for the metrics."""
         self.rejected: Counter[int] = Counter()
         """Rejected requests by error code, for the metrics."""
+        self.refused_properties: Counter[int] = Counter()
+        """Properties refused in twin/updates that were otherwise applied, by error code."""
+        self.out_of_range_reports = 0
+        """Reported values kept although outside their model's bounds."""
         self.report_to_cloud = False
         """Set when a cloud sync runs: changes then also go to the outbox."""
         self.cloud_pending: set[str] = set()
@@ -204,6 +209,13 @@ class TwinEngine:
         return twin
 
     def _twin_update(self, request: topics.Request, payload: bytes) -> Outcome:
+        """Apply each property of a twin/update that fits; refuse the others one by one.
+
+        A reported value must parse as its type; one outside the model's bounds is
+        stored and flagged. A desired value must also be within bounds and its
+        property ReadWrite. ``null`` deletes a property's values. If no property
+        could be applied the whole message is refused, in KubeEdge's error shape.
+        """
         message = parse_request(TwinUpdateRequest, payload)
         event_id = message.event_id
         device = self._device(request, event_id)
@@ -214,41 +226,40 @@ class TwinEngine:
                 Code.TOO_LARGE,
                 event_id,
             )
-        self._check_update(device, message)
-
+        refused = self._refusals(device, message, request.topic)
         now = now_ms()
         delta_before = device.delta()
         outcome = Outcome()
         accepted: dict[str, Any] = {}
         document: dict[str, Any] = {}
+        flagged: dict[str, str] = {}
         for name, entry in message.twin.items():
+            if name in refused:
+                continue
             old = device.twins[name]
-            new = old.copy()
-            if entry.expected is not None:
-                new.desired, new.desired_ts = entry.expected.value, now
-                new.desired_version += 1
-            if entry.actual is not None:
-                new.reported, new.reported_ts = entry.actual.value, now
-                new.reported_version += 1
+            owned = dict(device.device.desired).get(name) if entry is None else None
+            new = _updated(old, entry, owned, now)
             device.twins[name] = new
             outcome.batch.add_twin(_row(device.id, name, new))
             self._mark_for_cloud(outcome.batch, device, name, now)
-            sides = new.sides()
-            accepted[name] = {
-                side: sides[side]
-                for side, given in (("expected", entry.expected), ("actual", entry.actual))
-                if given is not None
-            }
+            accepted[name] = _accepted_sides(new, entry)
+            if entry is None or entry.actual is not None:
+                flag = self._flag_range(device, name)
+                if flag is not None and entry is not None:
+                    flagged[name] = flag
             document[name] = {"last": _versioned(old), "current": _versioned(new)}
 
-        outcome.publications.append(
-            self.reply(
-                request.result_topic,
-                encode({"event_id": event_id, "timestamp": now, "twin": accepted}),
-            )
-        )
+        body: dict[str, Any] = {"event_id": event_id, "timestamp": now, "twin": accepted}
+        if refused:
+            body["errors"] = {n: {"code": int(c), "reason": r} for n, (c, r) in refused.items()}
+        if flagged:
+            body["out_of_range"] = flagged
+        outcome.publications.append(self.reply(request.result_topic, encode(body)))
+        if not accepted:
+            return outcome  # an empty twin: nothing changed
         delta = device.delta()
-        if delta and (delta != delta_before or any(e.expected for e in message.twin.values())):
+        expected = any(e is not None and e.expected for e in message.twin.values())
+        if delta and (delta != delta_before or expected):
             outcome.publications.append(self._delta_publication(device, event_id, delta))
         outcome.publications.append(
             self.reply(
@@ -261,31 +272,65 @@ class TwinEngine:
         )
         return outcome
 
-    def _check_update(self, device: DeviceTwin, message: TwinUpdateRequest) -> None:
-        """Reject the whole update if any property in it is unknown or its value does not fit."""
-        event_id = message.event_id
-        limit = self.settings.max_value_length
+    def _refusals(
+        self, device: DeviceTwin, message: TwinUpdateRequest, topic: str
+    ) -> dict[str, tuple[Code, str]]:
+        """The properties of a twin/update that cannot be applied, with code and reason;
+        BadRequestError if none can."""
+        refused: dict[str, tuple[Code, str]] = {}
         for name, entry in message.twin.items():
-            rule = device.rules.get(name)
-            if rule is None:
-                raise BadRequestError(
-                    f"device {device.id} has no property {name!r}", Code.NOT_FOUND, event_id
-                )
-            if entry.expected is not None and rule.read_only:
-                raise BadRequestError(
-                    f"twin.{name}.expected: property is ReadOnly and takes no desired value",
+            problem = self._refusal(device, name, entry)
+            if problem is not None:
+                refused[name] = problem
+        if refused and len(refused) == len(message.twin):
+            code = next(iter(refused.values()))[0]
+            reason = "; ".join(r for _, r in refused.values())
+            raise BadRequestError(reason, code, message.event_id)
+        for code, reason in refused.values():
+            self.refused_properties[code] += 1
+            self.rejections.write(device.id, str(code), "refused in %s: %s", topic, reason)
+        return refused
+
+    def _refusal(
+        self, device: DeviceTwin, name: str, entry: TwinEntry | None
+    ) -> tuple[Code, str] | None:
+        """Why one property of a twin/update cannot be applied, or None if it can."""
+        rule = device.rules.get(name)
+        if rule is None:
+            return Code.NOT_FOUND, f"device {device.id} has no property {name!r}"
+        if entry is None:
+            return None
+        if entry.expected is not None:
+            if rule.read_only:
+                return (
                     Code.FORBIDDEN,
-                    event_id,
+                    f"twin.{name}.expected: property is ReadOnly and takes no desired value",
                 )
-            for side, value in (("expected", entry.expected), ("actual", entry.actual)):
-                if value is None:
-                    continue
-                try:
-                    rule.parse(value.value, limit)
-                except InvalidValueError as exc:
-                    raise BadRequestError(
-                        f"twin.{name}.{side}.value: {exc}", Code.BAD_REQUEST, event_id
-                    ) from None
+            try:
+                rule.parse(entry.expected.value, self.settings.max_value_length)
+            except InvalidValueError as exc:
+                return Code.BAD_REQUEST, f"twin.{name}.expected.value: {exc}"
+        if entry.actual is not None:
+            try:
+                rule.parse_type(entry.actual.value, self.settings.max_value_length)
+            except InvalidValueError as exc:
+                return Code.BAD_REQUEST, f"twin.{name}.actual.value: {exc}"
+        return None
+
+    def _flag_range(self, device: DeviceTwin, name: str) -> str | None:
+        """Flag a reported value outside its bounds; log it once per property and value."""
+        before = device.out_of_range.get(name)
+        problem = device.flag_range(name)
+        if problem is not None:
+            self.out_of_range_reports += 1
+            if problem != before:
+                log.warning(
+                    "device %s reported %s out of range (kept): %s",
+                    printable(device.id),
+                    printable(name),
+                    printable(problem),
+                )
+        return problem
 
     def _twin_get(self, request: topics.Request, payload: bytes) -> Outcome:
         message = parse_request(TwinGetRequest, payload)
@@ -316,7 +361,7 @@ class TwinEngine:
         body = {
             "event_id": message.event_id,
             "timestamp": now,
-            "state": device.state,
+            "device": {"name": device.device.name, **_state_status(device)},
             "last_online_time": device.last_online,
         }
         outcome.publications.append(self.reply(request.result_topic, encode(body)))
@@ -480,6 +525,9 @@ class TwinEngine:
         twins = twin.twins
         if twins.keys() != rules.keys():
             twin.twins = {name: twins.get(name) or PropertyTwin() for name in rules}
+        twin.out_of_range.clear()
+        for name in twin.twins:
+            twin.flag_range(name)
 
     def _resync(self, twin: DeviceTwin, previous: DeviceRecord | None) -> Outcome:
         """Rebuild a device's rules and spec, and take desired values its spec changed."""
@@ -631,6 +679,41 @@ def _row(device: str, name: str, twin: PropertyTwin) -> TwinRow:
     )
 
 
+def _updated(
+    old: PropertyTwin, entry: TwinEntry | None, spec_desired: str | None, now: int
+) -> PropertyTwin:
+    """A property's twin after one entry of a twin/update (checked already).
+
+    ``None`` deletes the reported value, and the desired one unless the Device's
+    spec sets it: the cluster owns that one.
+    """
+    new = old.copy()
+    expected = entry.expected if entry is not None else None
+    actual = entry.actual if entry is not None else None
+    if entry is None and old.desired is not None and old.desired != spec_desired:
+        new.desired, new.desired_ts = None, now
+        new.desired_version += 1
+    if entry is None and old.reported is not None:
+        new.reported, new.reported_ts = None, now
+        new.reported_version += 1
+    if expected is not None:
+        new.desired, new.desired_ts = expected.value, now
+        new.desired_version += 1
+    if actual is not None:
+        new.reported, new.reported_ts = actual.value, now
+        new.reported_version += 1
+    return new
+
+
+def _accepted_sides(twin: PropertyTwin, entry: TwinEntry | None) -> dict[str, Any] | None:
+    """A property in a twin/update result: the sides the request set (None: deleted)."""
+    if entry is None:
+        return None
+    sides = twin.sides()
+    given = (("expected", entry.expected), ("actual", entry.actual))
+    return {side: sides[side] for side, value in given if value is not None}
+
+
 def _versioned(twin: PropertyTwin) -> dict[str, Any]:
     sides = twin.sides()
     if "expected" in sides:
@@ -649,18 +732,16 @@ def _twin_status(device: DeviceTwin, name: str) -> dict[str, Any]:
     """One ``status.twins[]`` entry: reported and observed desired, metadata as strings."""
     twin = device.twins[name]
     entry: dict[str, Any] = {"propertyName": name}
+    kind = device.rules[name].type.lower()
     if twin.reported is not None:
-        entry["reported"] = {
-            "value": twin.reported,
-            "metadata": {
-                "timestamp": str(twin.reported_ts),
-                "type": device.rules[name].type.lower(),
-            },
-        }
+        metadata = {"timestamp": str(twin.reported_ts), "type": kind}
+        if name in device.out_of_range:
+            metadata["outOfRange"] = device.out_of_range[name]
+        entry["reported"] = {"value": twin.reported, "metadata": metadata}
     if twin.desired is not None:
         entry["observedDesired"] = {
             "value": twin.desired,
-            "metadata": {"timestamp": str(twin.desired_ts)},
+            "metadata": {"timestamp": str(twin.desired_ts), "type": kind},
         }
     return entry
 

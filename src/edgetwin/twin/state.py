@@ -113,6 +113,8 @@ class DeviceTwin:
     twins: dict[str, PropertyTwin] = field(default_factory=dict)
     state: str = "unknown"
     last_online: int | None = None
+    out_of_range: dict[str, str] = field(default_factory=dict)
+    """Properties whose reported value is outside the model's bounds, and why."""
 
     @property
     def id(self) -> str:
@@ -126,13 +128,26 @@ class DeviceTwin:
                 out[name] = twin.desired
         return out
 
+    def flag_range(self, name: str) -> str | None:
+        """Check the reported value of ``name`` against its bounds and keep the answer."""
+        problem = self.rules[name].stored_range_problem(self.twins[name].reported)
+        if problem is None:
+            self.out_of_range.pop(name, None)
+        else:
+            self.out_of_range[name] = problem
+        return problem
+
     def twin_document(self) -> dict[str, Any]:
-        """Every property as ``{expected, actual, optional, metadata: {type}}``."""
-        return {
-            name: {
+        """Every property as ``{expected, actual, optional, metadata: {type}}``, and
+        ``out_of_range`` (why) where the reported value is outside the model's bounds."""
+        document: dict[str, Any] = {}
+        for name, twin in self.twins.items():
+            entry = {
                 **twin.sides(),
                 "optional": False,
                 "metadata": {"type": self.rules[name].type.lower()},
             }
-            for name, twin in self.twins.items()
-        }
+            if name in self.out_of_range:
+                entry["out_of_range"] = self.out_of_range[name]
+            document[name] = entry
+        return document

@@ -3,9 +3,12 @@
 Values are strings on the wire. Rather than KubeEdge's character whitelist,
 any UTF-8 string up to a configured length is allowed; typed properties must
 parse (INT, FLOAT, DOUBLE, BOOLEAN as Go's strconv.ParseBool, BYTES as
-base64) and lie within the model's minimum and maximum. NaN and infinities
-are never numbers here. Comparison is by type, so a desired ``"25"`` and a
-reported ``"25.0"`` of a FLOAT property are in sync.
+base64). A desired value must also lie within the model's minimum and
+maximum; a reported one out of them is kept and flagged, since it is what
+the device said (KubeEdge's edge checks the type of readings, not their
+range). NaN and infinities are never numbers here. Comparison is by type,
+so a desired ``"25"`` and a reported ``"25.0"`` of a FLOAT property are in
+sync.
 """
 
 from __future__ import annotations
@@ -53,7 +56,15 @@ class PropertyRule:
         )
 
     def parse(self, value: str, max_length: int) -> Parsed:
-        """The typed value, or InvalidValueError with the reason."""
+        """The typed value within the model's bounds, or InvalidValueError with the reason."""
+        parsed = self.parse_type(value, max_length)
+        problem = self.range_problem(parsed, value)
+        if problem is not None:
+            raise InvalidValueError(problem)
+        return parsed
+
+    def parse_type(self, value: str, max_length: int) -> Parsed:
+        """The typed value, bounds not checked (a reading is a fact, in range or not)."""
         if len(value) > max_length:
             raise InvalidValueError(f"value is longer than {max_length} characters")
         if not value.isascii():
@@ -61,13 +72,25 @@ class PropertyRule:
                 value.encode("utf-8")
             except UnicodeEncodeError:
                 raise InvalidValueError("value is not valid UTF-8") from None
-        parsed = _parse(self.type, value)
+        return _parse(self.type, value)
+
+    def range_problem(self, parsed: Parsed, text: str) -> str | None:
+        """Why a typed value (``text`` as given) is outside the model's bounds, or None."""
         if isinstance(parsed, int | float) and not isinstance(parsed, bool):
             if self.minimum is not None and parsed < self.minimum:
-                raise InvalidValueError(f"{value} is below the minimum {_fmt(self.minimum)}")
+                return f"{text} is below the minimum {_fmt(self.minimum)}"
             if self.maximum is not None and parsed > self.maximum:
-                raise InvalidValueError(f"{value} is above the maximum {_fmt(self.maximum)}")
-        return parsed
+                return f"{text} is above the maximum {_fmt(self.maximum)}"
+        return None
+
+    def stored_range_problem(self, value: str | None) -> str | None:
+        """:meth:`range_problem` of a stored value (None if it is unset or does not parse)."""
+        if value is None or (self.minimum is None and self.maximum is None):
+            return None
+        try:
+            return self.range_problem(_parse(self.type, value), value)
+        except InvalidValueError:
+            return None
 
     def same(self, a: str | None, b: str | None) -> bool:
         """Whether two stored values mean the same thing for this property's type."""

@@ -18,10 +18,22 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
 DeviceState = Literal["online", "offline", "ok", "unhealthy", "unknown"]
+
+STATE_SPELLINGS: dict[str, DeviceState] = {
+    "online": "online",
+    "offline": "offline",
+    "ok": "ok",
+    "unhealthy": "unhealthy",
+    "unknown": "unknown",
+    "disconnected": "offline",
+}
+"""What ``state/update`` takes, in any case: KubeEdge's states, and ``disconnected``,
+which KubeEdge's mapper runtime reports for a device it lost (KubeEdge's edge drops it)."""
 
 
 class Code(IntEnum):
@@ -68,7 +80,8 @@ class TwinEntry(BaseModel):
 
 
 class TwinUpdateRequest(_Request):
-    twin: dict[str, TwinEntry] = Field(min_length=1)
+    twin: dict[str, TwinEntry | None]
+    """``None`` (JSON null) deletes the property's values, as on KubeEdge's edge."""
 
 
 class TwinGetRequest(_Request):
@@ -77,6 +90,13 @@ class TwinGetRequest(_Request):
 
 class StateUpdateRequest(_Request):
     state: DeviceState
+
+    @field_validator("state", mode="before")
+    @classmethod
+    def _spelling(cls, value: object) -> object:
+        if isinstance(value, str):
+            return STATE_SPELLINGS.get(value.lower(), value)
+        return value
 
 
 class MembershipGetRequest(_Request):

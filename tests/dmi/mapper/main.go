@@ -1,0 +1,62 @@
+// Command dmimapper is a KubeEdge mapper for Modbus TCP devices, built on KubeEdge's own
+// mapper runtime library (github.com/kubeedge/mapper-framework) as KubeEdge's mappers are:
+// it registers with the edge over the Device Management Interface, serves the edge's
+// device and model calls on its own socket, and reports twins and states back.
+// Only the driver (driver.go) and the device bookkeeping (panel.go) are ours.
+package main
+
+import (
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	dmiapi "github.com/kubeedge/api/apis/dmi/v1beta1"
+	"github.com/kubeedge/mapper-framework/pkg/config"
+	"github.com/kubeedge/mapper-framework/pkg/grpcclient"
+	"github.com/kubeedge/mapper-framework/pkg/grpcserver"
+	"k8s.io/klog/v2"
+)
+
+func main() {
+	cfg, err := config.Parse()
+	if err != nil {
+		klog.Fatalf("config: %v", err)
+	}
+	devices, models := register()
+	panel := newPanel()
+	if err := panel.DevInit(devices, models); err != nil {
+		klog.Fatalf("devices from the edge: %v", err)
+	}
+	panel.DevStart()
+
+	server := grpcserver.NewServer(grpcserver.Config{
+		SockPath: cfg.GrpcServer.SocketPath,
+		Protocol: cfg.Common.Protocol,
+	}, panel)
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		<-signals
+		panel.stopAll()
+		server.Stop()
+		os.Exit(0)
+	}()
+	klog.Infof("mapper %s serving protocol %s on %s", cfg.Common.Name, cfg.Common.Protocol, cfg.GrpcServer.SocketPath)
+	if err := server.Start(); err != nil {
+		klog.Fatalf("grpc server: %v", err)
+	}
+}
+
+// register asks the edge for this mapper's devices, waiting for the edge to come up.
+func register() ([]*dmiapi.Device, []*dmiapi.DeviceModel) {
+	for {
+		devices, models, err := grpcclient.RegisterMapper(true)
+		if err == nil {
+			klog.Infof("registered: %d device(s), %d model(s)", len(devices), len(models))
+			return devices, models
+		}
+		klog.Warningf("register with the edge: %v", err)
+		time.Sleep(200 * time.Millisecond)
+	}
+}
