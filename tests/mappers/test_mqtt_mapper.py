@@ -178,3 +178,23 @@ async def test_removed_device_is_no_longer_served(node: Node) -> None:
             await _apply(node, other)
             await watch.until_message("spec/result")
         assert device_id not in runtime.devices
+
+
+async def test_a_refused_reading_is_reported_again_unchanged(node: Node) -> None:
+    """Mappers report on change; a reading the twin refused (a FLOAT that does not parse)
+    is sent again with the next reading although it has not changed."""
+    async with mqtt_mapper(node), online_sensor(node) as (device, watch):
+        device.state["temperature"] = "warm"
+        for _ in range(2):
+            device.publish_state()
+            result = await watch.until_message("twin/update/result")
+            while "temperature" not in result.get("errors", {}) and "code" not in result:
+                result = await watch.until_message("twin/update/result")
+            reason = result.get("reason") or result["errors"]["temperature"]["reason"]
+            assert reason == "twin.temperature.actual.value: 'warm' is not a finite number"
+        sent = [
+            body["twin"]["temperature"]["actual"]["value"]
+            for body in watch.seen["/twin/update"]
+            if "temperature" in body.get("twin", {})
+        ]
+        assert sent[-2:] == ["warm", "warm"]

@@ -83,6 +83,12 @@ class DeviceWorker:
         if self.pending:
             self._wake.set()
 
+    def refused(self, names: set[str] | None) -> None:
+        """The twin refused these reported properties (None: the whole report): report them
+        again with the next reading, changed or not. Not at once, which could loop."""
+        for name in list(self._reported) if names is None else names:
+            self._reported.pop(name, None)
+
     def resync(self) -> None:
         """After a reconnection: the twin may have missed anything, so tell it all again."""
         self._reported.clear()

@@ -5,8 +5,10 @@ of its node from them (an empty retained spec removes it), answering on the spec
 ``/result`` topic whether the config is usable. It asks the twin for each
 device's twin (``twin/get``) to learn desired values it has not written,
 and then follows the deltas. Readings go to ``twin/update`` as ``actual``
-values, device state to ``state/update``. After a reconnection it asks and
-tells the twin everything again, so either side may restart at any time.
+values, device state to ``state/update``; a reading the twin refused (its
+``twin/update/result`` says so) is reported again with the next reading, even
+unchanged. After a reconnection it asks and tells the twin everything again,
+so either side may restart at any time.
 """
 
 from __future__ import annotations
@@ -134,6 +136,7 @@ class MapperRuntime:
                 topics.spec_filter(self.protocol),
                 topics.DELTA_FILTER,
                 topics.TWIN_GET_RESULT_FILTER,
+                topics.TWIN_UPDATE_RESULT_FILTER,
                 *self._device_filters,
             ]
         )
@@ -234,7 +237,9 @@ class MapperRuntime:
 
     def _on_twin_message(self, topic: str, payload: bytes) -> None:
         delta = topics.device_of(topic, topics.DEVICE_PREFIX, "twin/update/delta")
-        device = delta or topics.device_of(topic, topics.DEVICE_PREFIX, "twin/get/result")
+        got = topics.device_of(topic, topics.DEVICE_PREFIX, "twin/get/result")
+        result = topics.device_of(topic, topics.DEVICE_PREFIX, "twin/update/result")
+        device = delta or got or result
         worker = self.devices.get(device) if device else None
         if worker is None:
             return
@@ -247,8 +252,14 @@ class MapperRuntime:
             return
         if delta is not None:
             worker.desire(_strings(body.get("delta")))
-        elif str(body.get("event_id", "")).startswith(self._event_prefix):
+        elif not str(body.get("event_id", "")).startswith(self._event_prefix):
+            return  # an answer to someone else
+        elif got is not None:
             worker.desire(_unwritten(body.get("twin")))
+        elif "code" in body:
+            worker.refused(None)
+        elif isinstance(body.get("errors"), dict):
+            worker.refused(set(body["errors"]))
 
 
 def _strings(value: object) -> dict[str, str]:

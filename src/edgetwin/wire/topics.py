@@ -125,6 +125,7 @@ def delta_result_topic(device: str) -> str:
 
 DELTA_FILTER = f"{DEVICE_PREFIX}/+/+/twin/update/delta"
 TWIN_GET_RESULT_FILTER = f"{DEVICE_PREFIX}/+/+/twin/get/result"
+TWIN_UPDATE_RESULT_FILTER = f"{DEVICE_PREFIX}/+/+/twin/update/result"
 
 
 def device_of(topic: str, prefix: str, suffix: str) -> str | None:
