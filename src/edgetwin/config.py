@@ -196,6 +196,30 @@ class CloudSettings(_Section):
         return self
 
 
+class DmiSettings(_Section):
+    """KubeEdge's Device Management Interface: KubeEdge's mappers (mapper-framework) register
+    on this socket and serve the devices of their protocol."""
+
+    enabled: bool = Field(default=False, description="Serve the DMI socket.")
+    socket: Path = Field(
+        Path("/etc/kubeedge/dmi.sock"),
+        description="The unix socket KubeEdge's mappers dial (their common.edgecore_sock).",
+    )
+    socket_mode: int = Field(
+        0o660,
+        ge=0,
+        le=0o777,
+        description="Permissions of the socket: who may connect is who may register a mapper "
+        "and report for its devices.",
+    )
+    call_timeout: float = Field(
+        5.0, gt=0, description="Seconds a call to a mapper may take before it is retried."
+    )
+    max_message_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest request a mapper may send."
+    )
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     format: Literal["text", "json"] = Field(
@@ -219,6 +243,7 @@ class Settings(_Section):
     cloud: CloudSettings = Field(default_factory=CloudSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
+    dmi: DmiSettings = Field(default_factory=DmiSettings)
     manifests: Path | None = Field(
         None, description="A folder or file of Device/DeviceModel YAML loaded at start."
     )

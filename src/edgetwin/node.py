@@ -21,12 +21,13 @@ from edgetwin.auth import Identity, Role
 from edgetwin.broker import EmbeddedBroker
 from edgetwin.config import Settings
 from edgetwin.errors import ManifestError
-from edgetwin.mappers import MapperRuntime, load_mapper
+from edgetwin.mappers import Mapper, MapperRuntime, load_mapper
 from edgetwin.mqtt import BrokerAddress, MqttConnection
 from edgetwin.twin import Store, TwinEngine, TwinLink, TwinService, load_manifests
 
 if TYPE_CHECKING:
     from edgetwin.cloud import CloudSync
+    from edgetwin.mappers.dmi import DmiServer
     from edgetwin.health import NodeMetrics
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class Node:
         self.cloud: CloudSync | None = None
         self.mappers: dict[str, MapperRuntime] = {}
         self.broker: EmbeddedBroker | None = None
+        self.dmi: DmiServer | None = None
         self.metrics: NodeMetrics | None = None
         self.health_port: int | None = None
 
@@ -104,13 +106,19 @@ class Node:
             if settings.manifests:
                 await self._apply_manifests(settings.manifests)
             for protocol in settings.mappers:
-                runtime = MapperRuntime(
-                    load_mapper(protocol),
-                    self._mapper_address(protocol),
-                    node=settings.node.name,
-                    reconnect_max_delay=settings.broker.reconnect_max_delay,
-                )
+                runtime = self._mapper_runtime(load_mapper(protocol))
                 self.mappers[protocol] = await stack.enter_async_context(runtime)
+            if settings.dmi.enabled:
+                from edgetwin.mappers.dmi import DmiServer  # noqa: PLC0415 - grpc only if asked
+                self.dmi = await stack.enter_async_context(
+                    DmiServer(
+                        settings.dmi,
+                        settings.node.data_dir,
+                        self.mappers,
+                        self._mapper_runtime,
+                        reconnect_max_delay=settings.broker.reconnect_max_delay,
+                    )
+                )
             if settings.cloud.enabled:
                 # Imported only here: the kubernetes client costs ~11 MB of memory.
                 from edgetwin.cloud import CloudSync  # noqa: PLC0415
@@ -146,6 +154,15 @@ class Node:
                 port=self.broker_port,
             )
         return address
+
+    def _mapper_runtime(self, mapper: Mapper) -> MapperRuntime:
+        """A runtime for one of the node's mappers (its own, or a DMI mapper's bridge)."""
+        return MapperRuntime(
+            mapper,
+            self._mapper_address(mapper.protocol),
+            node=self.settings.node.name,
+            reconnect_max_delay=self.settings.broker.reconnect_max_delay,
+        )
 
     def _mapper_address(self, protocol: str) -> BrokerAddress:
         """A mapper of the node reaches the embedded broker with credentials of its own."""

@@ -1,10 +1,12 @@
-"""Named, guarded background tasks: one that dies is logged when it dies, not found later."""
+"""Named, guarded background tasks: one that dies is logged when it dies, not found later;
+and the jittered exponential backoff of tasks that retry."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Coroutine
 from typing import Any
 
@@ -29,3 +31,20 @@ async def stop_task(task: asyncio.Task[None] | None) -> None:
 def _log_crash(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("task %s crashed", task.get_name(), exc_info=task.exception())
+
+
+class Backoff:
+    """Delays between retries: from ``first`` doubling up to ``max_delay``, each jittered
+    by ±50 % so that many retrying clients spread out; :meth:`reset` after a success."""
+
+    def __init__(self, max_delay: float, first: float = 0.1) -> None:
+        self.first = first
+        self.max_delay = max_delay
+        self._delay = first
+
+    async def wait(self) -> None:
+        await asyncio.sleep(self._delay * random.uniform(0.5, 1.5))  # noqa: S311 - jitter
+        self._delay = min(self._delay * 2, self.max_delay)
+
+    def reset(self) -> None:
+        self._delay = self.first

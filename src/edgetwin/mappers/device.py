@@ -99,8 +99,10 @@ class DeviceWorker:
     # --- the DeviceSink protocol -----------------------------------------------------------
 
     def push(self, values: Mapping[str, str]) -> None:
-        self._online()
-        self._take({k: v for k, v in values.items() if k in self.properties}, read_back=False)
+        own = self.driver is not None and self.driver.self_reporting
+        if not own:
+            self._online()
+        self._take({k: v for k, v in values.items() if k in self.properties}, read_back=own)
         self._wake.set()
 
     def set_state(self, state: DeviceState) -> None:
@@ -147,7 +149,8 @@ class DeviceWorker:
                 self.output.write_failed(self.id, name, value, str(exc))
                 continue
             self._done(name, value)
-            self._online()
+            if not self.driver.self_reporting:
+                self._online()
             log.debug("device %s: wrote %s=%s", self.id, name, value)
             if self.driver.polled and not await self._poll([prop], read_back=True):
                 return False

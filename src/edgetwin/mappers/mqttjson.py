@@ -54,7 +54,7 @@ _AVAILABILITY: dict[str, DeviceState] = {"online": "online", "offline": "offline
 class MqttJsonMapper(Mapper):
     """``mqtt``: JSON devices on the mapper's own broker."""
 
-    protocol: ClassVar[str] = "mqtt"
+    protocol = "mqtt"
 
     def __init__(self) -> None:
         self._link: MapperLink | None = None

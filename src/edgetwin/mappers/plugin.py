@@ -64,6 +64,10 @@ class DeviceDriver(ABC):
     polled: ClassVar[bool] = True
     """False for devices that push their readings; the runtime then never calls read."""
 
+    self_reporting: ClassVar[bool] = False
+    """True when the device's own runtime (a KubeEdge mapper over DMI) decides its state
+    and its report cycle: its pushes are reported as they come, its state only as it says."""
+
     @abstractmethod
     async def read(self, properties: Sequence[PropertySpec]) -> dict[str, str | PropertyError]:
         """Read these properties: a value or the error of each.
@@ -86,7 +90,8 @@ class DeviceDriver(ABC):
 class Mapper(ABC):
     """A protocol's mapper: one per process, opening a driver per device."""
 
-    protocol: ClassVar[str]
+    protocol: str
+    """The protocol it serves: a class attribute of a plugin, set per instance for DMI."""
 
     async def start(self, link: MapperLink) -> None:  # noqa: B027 - optional hook
         """Called once connected; ``link`` stays valid across reconnections."""
@@ -99,6 +104,12 @@ class Mapper(ABC):
         """A driver for this device; DeviceConfigError if its config cannot be used.
 
         Must not wait for the device: connections are made on first use.
+        """
+
+    async def removed(self, device: str) -> None:  # noqa: B027 - optional hook
+        """The device left this node (its spec was cleared), after its driver was closed.
+
+        Not called at shutdown, when drivers are closed too.
         """
 
     def on_message(self, topic: str, payload: bytes) -> None:  # noqa: B027 - optional hook

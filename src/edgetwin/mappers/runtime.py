@@ -184,6 +184,7 @@ class MapperRuntime:
             if old is not None:
                 del self.devices[device]
                 await old.stop()
+                await self.mapper.removed(device)
                 log.info("mapper %s: device %s removed", self.protocol, device)
             return
         try:

@@ -8,6 +8,7 @@ package main
 import (
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -36,14 +37,15 @@ func main() {
 	}, panel)
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+	var stopping atomic.Bool
 	go func() {
 		<-signals
+		stopping.Store(true)
 		panel.stopAll()
-		server.Stop()
-		os.Exit(0)
+		server.Stop() // Start returns once its listener is closed
 	}()
 	klog.Infof("mapper %s serving protocol %s on %s", cfg.Common.Name, cfg.Common.Protocol, cfg.GrpcServer.SocketPath)
-	if err := server.Start(); err != nil {
+	if err := server.Start(); err != nil && !stopping.Load() {
 		klog.Fatalf("grpc server: %v", err)
 	}
 }

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
 
 from pymodbus.pdu import ModbusPDU
 from pymodbus.pdu.bit_message import (
@@ -41,7 +40,7 @@ _READ_REQUESTS: dict[Register, type[ModbusPDU]] = {
 class ModbusMapper(Mapper):
     """``modbus``: KubeEdge's Modbus protocol and visitor config."""
 
-    protocol: ClassVar[str] = "modbus"
+    protocol = "modbus"
 
     def __init__(
         self,
