@@ -74,6 +74,8 @@ class TwinService:
         self._tasks: list[asyncio.Task[None]] = []
         self._drained = asyncio.Event()
         self._drained.set()
+        self._unserved: TwinLink | None = None
+        """The first connection, until the serving task has taken it over."""
 
     async def __aenter__(self) -> Self:
         first = self._connect()
@@ -83,6 +85,7 @@ class TwinService:
         except BaseException:
             await first.__aexit__(None, None, None)
             raise
+        self._unserved = first
         self._tasks = [
             start_guarded(self._serve(first), "twin-serve"),
             start_guarded(self._publish_loop(), "twin-publish"),
@@ -92,6 +95,8 @@ class TwinService:
     async def __aexit__(self, *exc_info: object) -> None:
         serve, publish = self._tasks
         await stop_task(serve)
+        if self._unserved is not None:  # stopped before the task ran: the link is still ours
+            await self._unserved.__aexit__(None, None, None)
         await self._drained.wait()  # let committed results go out before we disconnect
         await stop_task(publish)
 
@@ -121,6 +126,7 @@ class TwinService:
         log.info("twin API connected to %s as node %s", mqtt.address, self.engine.node)
 
     async def _serve(self, first: TwinLink) -> None:
+        self._unserved = None  # serve_reconnecting closes it from here on
         await serve_reconnecting(
             first,
             self._connect,
