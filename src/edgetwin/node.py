@@ -27,8 +27,8 @@ from edgetwin.twin import Store, TwinEngine, TwinLink, TwinService, load_manifes
 
 if TYPE_CHECKING:
     from edgetwin.cloud import CloudSync
-    from edgetwin.mappers.dmi import DmiServer
     from edgetwin.health import NodeMetrics
+    from edgetwin.mappers.dmi import DmiServer
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,7 @@ class Node:
                 self.mappers[protocol] = await stack.enter_async_context(runtime)
             if settings.dmi.enabled:
                 from edgetwin.mappers.dmi import DmiServer  # noqa: PLC0415 - grpc only if asked
+
                 self.dmi = await stack.enter_async_context(
                     DmiServer(
                         settings.dmi,

@@ -268,4 +268,3 @@ async def test_reports_come_at_most_every_report_cycle(node: Node) -> None:
         gaps = [b - a for a, b in itertools.pairwise(times)]
         assert len(times) >= 3
         assert min(gaps) >= 490, gaps  # ms, by the mapper's own timestamps
-
