@@ -1,11 +1,15 @@
-"""Modbus mapper: time from a desired value set over MQTT to the register written, and Modbus
-requests per second for 100 devices polled with read coalescing on and off.
+"""Modbus mappers: time from a desired value set over MQTT to the register written, through the
+node's own Modbus mapper (MQTT) and through a KubeEdge mapper (DMI); and Modbus requests per
+second for 100 devices polled with read coalescing on and off.
 
-Latency: a node (embedded amqtt) and the Modbus mapper in this process, a pymodbus server in
-this process too; paho publishes ``twin/update`` with an expected value and the server's
-write hook stops the clock. Polling: 100 slaves (8 adjacent holding registers each, read as
-8 properties every ``collectCycle`` of 100 ms) behind one Modbus TCP connection, the way a
-gateway serves a line; the server runs in its own process. Run:
+Latency: a node (embedded amqtt) in this process, a pymodbus server in this process too, and
+either the Modbus mapper in this process or the Go test mapper on KubeEdge's mapper-framework
+(build/dmimapper, built by scripts/test) as its own process over DMI; paho publishes
+``twin/update`` with an expected value and the server's write hook stops the clock.
+
+Polling: 100 slaves (8 adjacent holding registers each, read as 8 properties every
+``collectCycle`` of 100 ms) behind one Modbus TCP connection, the way a gateway serves a
+line; the server runs in its own process. Run:
 ``.venv/bin/python -m bench.mappers [--samples N] [--seconds S]``
 """
 
@@ -13,16 +17,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
+from tests.dmi.kubeedge_mapper import kubeedge_mapper
 from tests.mappers.modbus_support import slave
 from tests.support import Paho, device_manifest, free_port
 
@@ -63,16 +70,27 @@ def _cycles(registers: int, ms: int) -> list[dict[str, Any]]:
     return [{"name": f"r{i}", "collectCycle": ms, "reportCycle": ms} for i in range(registers)]
 
 
-async def _node(folder: str) -> Node:
+async def _node(folder: str, *, dmi: bool = False) -> Node:
     settings = load_settings(
         node={"name": "bench", "data_dir": folder},
         broker={"port": 0},
         store={"synchronous": "NORMAL"},
+        dmi={"enabled": dmi, "socket": f"{folder}/dmi.sock"},
     )
     return await Node(settings).__aenter__()
 
 
-async def latency(samples: int) -> list[float]:
+@contextlib.asynccontextmanager
+async def _mapper(kind: str, node: Node, folder: str) -> AsyncIterator[None]:
+    if kind == "dmi":
+        async with kubeedge_mapper(Path(folder), node.settings.dmi.socket):
+            yield
+    else:
+        async with MapperRuntime(ModbusMapper(), node.broker_address(), node="bench"):
+            yield
+
+
+async def latency(samples: int, kind: str = "mqtt") -> list[float]:
     """Milliseconds from publishing a desired value to the register write at the device."""
     port = free_port()
     written: asyncio.Queue[tuple[int, float]] = asyncio.Queue()
@@ -89,8 +107,8 @@ async def latency(samples: int) -> list[float]:
     server = ModbusTcpServer([device], address=("127.0.0.1", port))
     await server.serve_forever(background=True)
     out = []
-    with tempfile.TemporaryDirectory() as folder:
-        node = await _node(folder)
+    with tempfile.TemporaryDirectory(prefix="bench-", dir="/tmp") as folder:  # short: sockets
+        node = await _node(folder, dmi=kind == "dmi")
         try:
             config = {"ip": "127.0.0.1", "port": port, "slaveID": 1}
             await node.service.apply(
@@ -99,8 +117,7 @@ async def latency(samples: int) -> list[float]:
                     device_manifest("lat-1", "lat", "modbus", config, _cycles(1, 1000)),
                 ]
             )
-            runtime = MapperRuntime(ModbusMapper(), node.broker_address(), node="bench")
-            async with runtime, Paho(node.broker_port) as client:
+            async with _mapper(kind, node, folder), Paho(node.broker_port) as client:
                 update = topics.twin_update_topic("default/lat-1")
                 for i in range(samples + 10):
                     value = 100 + i % 500
@@ -199,11 +216,13 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
     logging.disable(logging.WARNING)
-    lat = sorted(await latency(args.samples))
-    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
-    print(f"desired over MQTT -> register written, {len(lat)} samples:")
-    print("| p50 ms | p99 ms | max ms |\n| ---: | ---: | ---: |")
-    print(f"| {statistics.median(lat):.1f} | {p99:.1f} | {lat[-1]:.1f} |\n")
+    print(f"desired over MQTT -> register written, {args.samples} samples:")
+    print("| mapper | p50 ms | p99 ms | max ms |\n| --- | ---: | ---: | ---: |")
+    for kind, label in (("mqtt", "edgetwin Modbus (MQTT)"), ("dmi", "KubeEdge mapper (DMI)")):
+        lat = sorted(await latency(args.samples, kind))
+        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+        print(f"| {label} | {statistics.median(lat):.1f} | {p99:.1f} | {lat[-1]:.1f} |")
+    print()
     demand = DEVICES * REGISTERS * 10
     print(
         f"{DEVICES} devices x {REGISTERS} registers every 100 ms "
