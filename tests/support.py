@@ -390,6 +390,18 @@ def thermostat(
     )
 
 
+def model_manifest(name: str, protocol: str, properties: list[dict[str, Any]]) -> DeviceModel:
+    """A DeviceModel in the default namespace with these properties."""
+    return DeviceModel.model_validate(
+        {
+            "apiVersion": "devices.kubeedge.io/v1beta1",
+            "kind": "DeviceModel",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"protocol": protocol, "properties": properties},
+        }
+    )
+
+
 def device_manifest(
     name: str,
     model: str,

@@ -13,36 +13,18 @@ from edgetwin.node import Node
 from edgetwin.wire import topics
 from edgetwin.wire.resources import Device, DeviceModel
 from tests.node.test_health import http, samples
-from tests.support import Paho, unique
+from tests.support import Paho, model_manifest, unique
 
 
 def boiler_model(name: str) -> DeviceModel:
-    return DeviceModel.model_validate(
-        {
-            "apiVersion": "devices.kubeedge.io/v1beta1",
-            "kind": "DeviceModel",
-            "metadata": {"name": name, "namespace": "default"},
-            "spec": {
-                "protocol": "modbus",
-                "properties": [
-                    {
-                        "name": "setpoint",
-                        "type": "FLOAT",
-                        "accessMode": "ReadWrite",
-                        "minimum": "30",
-                        "maximum": "80",
-                    },
-                    {
-                        "name": "water-temp",
-                        "type": "FLOAT",
-                        "accessMode": "ReadOnly",
-                        "minimum": "0",
-                        "maximum": "100",
-                    },
-                ],
-            },
-        }
-    )
+    def prop(name: str, mode: str, low: str, high: str) -> dict[str, Any]:
+        return {"name": name, "type": "FLOAT", "accessMode": mode, "minimum": low, "maximum": high}
+
+    properties = [
+        prop("setpoint", "ReadWrite", "30", "80"),
+        prop("water-temp", "ReadOnly", "0", "100"),
+    ]
+    return model_manifest(name, "modbus", properties)
 
 
 def boiler(name: str, model: str, desired: str | None = None) -> Device:

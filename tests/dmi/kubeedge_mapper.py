@@ -16,7 +16,7 @@ import yaml
 
 from edgetwin.config import Settings
 from edgetwin.wire.resources import Device, DeviceModel
-from tests.support import child_process, device_manifest
+from tests.support import child_process, device_manifest, model_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 MAPPER = ROOT / "build/dmimapper/dmimapper"
@@ -84,19 +84,13 @@ def thermostat_model(name: str) -> DeviceModel:
             },
         }
 
-    return DeviceModel.model_validate(
-        {
-            "apiVersion": "devices.kubeedge.io/v1beta1",
-            "kind": "DeviceModel",
-            "metadata": {"name": name, "namespace": "default"},
-            "spec": {
-                "protocol": "modbus",
-                "properties": [
-                    prop("target", "ReadWrite", "HoldingRegister", "5", "35"),
-                    prop("current", "ReadOnly", "InputRegister", "-40", "85"),
-                ],
-            },
-        }
+    return model_manifest(
+        name,
+        "modbus",
+        [
+            prop("target", "ReadWrite", "HoldingRegister", "5", "35"),
+            prop("current", "ReadOnly", "InputRegister", "-40", "85"),
+        ],
     )
 
 

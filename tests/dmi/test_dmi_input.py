@@ -3,6 +3,7 @@ changes nothing; the socket is private to its owner and group and to one node.""
 
 from __future__ import annotations
 
+import socket
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -125,8 +126,6 @@ async def test_the_socket_is_for_owner_and_group_and_one_node(node: Node) -> Non
 async def test_a_stale_socket_of_a_killed_node_is_replaced(tmp_path: Path) -> None:
     with socket_folder() as sockets:
         stale = sockets / "dmi.sock"
-        import socket  # noqa: PLC0415
-
         left = socket.socket(socket.AF_UNIX)
         left.bind(str(stale))  # bound, never listening: what a SIGKILLed node leaves
         left.close()

@@ -4,6 +4,7 @@ states, desired values; on both brokers, across a node restart."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -93,16 +94,13 @@ async def test_a_restarted_node_calls_the_mapper_where_it_registered(
 ) -> None:
     """mapper-framework registers once, when it starts; the node remembers where it is."""
     running, port = slaves
-    node = await Node(dmi_settings).__aenter__()
-    try:
-        async with kubeedge_mapper(sockets, dmi_settings.dmi.socket):
+    async with contextlib.AsyncExitStack() as mapper:
+        async with Node(dmi_settings) as node:
+            await mapper.enter_async_context(kubeedge_mapper(sockets, dmi_settings.dmi.socket))
             device = await _apply(node, port)
             async with DeviceWatch(node.broker_port, device) as watch:
                 await watch.until_reported(current="21.5")
-            await node.__aexit__(None, None, None)
-            node = await Node(dmi_settings).__aenter__()
+        async with Node(dmi_settings) as node:  # the mapper runs on, registered with the first
             assert node.dmi is not None
             assert "modbus" in node.dmi.mappers
             await _drive(node, device, running)
-    finally:
-        await node.__aexit__(None, None, None)

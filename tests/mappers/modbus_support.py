@@ -18,7 +18,7 @@ from pymodbus.server.base import ModbusBaseServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from edgetwin.wire.resources import Device, DeviceModel
-from tests.support import child_process, device_manifest, free_port
+from tests.support import child_process, device_manifest, free_port, model_manifest
 
 COILS, DISCRETE, HOLDING, INPUT = 1, 2, 3, 4  # function codes naming the tables
 
@@ -136,65 +136,57 @@ def modbus_model(name: str) -> DeviceModel:
             "visitors": {"protocolName": "modbus", "configData": config},
         }
 
-    return DeviceModel.model_validate(
-        {
-            "apiVersion": "devices.kubeedge.io/v1beta1",
-            "kind": "DeviceModel",
-            "metadata": {"name": name, "namespace": "default"},
-            "spec": {
-                "protocol": "modbus",
-                "properties": [
-                    prop(
-                        "setpoint",
-                        "FLOAT",
-                        "ReadWrite",
-                        {
-                            "register": "HoldingRegister",
-                            "offset": 0,
-                            "scale": 0.1,
-                            "dataType": "int",
-                        },
-                    ),
-                    prop(
-                        "ratio",
-                        "FLOAT",
-                        "ReadWrite",
-                        {
-                            "register": "HoldingRegister",
-                            "offset": 1,
-                            "dataType": "float",
-                            "isRegisterSwap": True,
-                        },
-                    ),
-                    prop(
-                        "label",
-                        "STRING",
-                        "ReadWrite",
-                        {
-                            "register": "HoldingRegister",
-                            "offset": 4,
-                            "limit": 4,
-                            "dataType": "string",
-                        },
-                    ),
-                    prop(
-                        "counter",
-                        "INT",
-                        "ReadOnly",
-                        {"register": "InputRegister", "offset": 2, "limit": 2, "dataType": "uint"},
-                    ),
-                    prop(
-                        "relay", "BOOLEAN", "ReadWrite", {"register": "CoilRegister", "offset": 0}
-                    ),
-                    prop(
-                        "alarm",
-                        "BOOLEAN",
-                        "ReadOnly",
-                        {"register": "DiscreteInputRegister", "offset": 0},
-                    ),
-                ],
-            },
-        }
+    return model_manifest(
+        name,
+        "modbus",
+        [
+            prop(
+                "setpoint",
+                "FLOAT",
+                "ReadWrite",
+                {
+                    "register": "HoldingRegister",
+                    "offset": 0,
+                    "scale": 0.1,
+                    "dataType": "int",
+                },
+            ),
+            prop(
+                "ratio",
+                "FLOAT",
+                "ReadWrite",
+                {
+                    "register": "HoldingRegister",
+                    "offset": 1,
+                    "dataType": "float",
+                    "isRegisterSwap": True,
+                },
+            ),
+            prop(
+                "label",
+                "STRING",
+                "ReadWrite",
+                {
+                    "register": "HoldingRegister",
+                    "offset": 4,
+                    "limit": 4,
+                    "dataType": "string",
+                },
+            ),
+            prop(
+                "counter",
+                "INT",
+                "ReadOnly",
+                {"register": "InputRegister", "offset": 2, "limit": 2, "dataType": "uint"},
+            ),
+            prop("relay", "BOOLEAN", "ReadWrite", {"register": "CoilRegister", "offset": 0}),
+            prop(
+                "alarm",
+                "BOOLEAN",
+                "ReadOnly",
+                {"register": "DiscreteInputRegister", "offset": 0},
+            ),
+        ],
     )
 
 

@@ -11,39 +11,33 @@ from edgetwin.mappers.mqttjson import MqttJsonMapper
 from edgetwin.node import Node
 from edgetwin.wire.resources import Device, DeviceModel
 from tests.mappers.watch import DeviceWatch
-from tests.support import Paho, device_manifest, unique
+from tests.support import Paho, device_manifest, model_manifest, unique
 
 
 def sensor_model(name: str) -> DeviceModel:
-    return DeviceModel.model_validate(
-        {
-            "apiVersion": "devices.kubeedge.io/v1beta1",
-            "kind": "DeviceModel",
-            "metadata": {"name": name, "namespace": "default"},
-            "spec": {
-                "protocol": "mqtt",
-                "properties": [
-                    {"name": "temperature", "type": "FLOAT", "accessMode": "ReadOnly"},
-                    {
-                        "name": "setpoint",
-                        "type": "FLOAT",
-                        "accessMode": "ReadWrite",
-                        "visitors": {"configData": {"path": "climate.setpoint"}},
-                    },
-                    {
-                        "name": "power",
-                        "type": "BOOLEAN",
-                        "accessMode": "ReadWrite",
-                        "visitors": {
-                            "configData": {
-                                "path": "state",
-                                "valueMap": {"true": "ON", "false": "OFF"},
-                            }
-                        },
-                    },
-                ],
+    return model_manifest(
+        name,
+        "mqtt",
+        [
+            {"name": "temperature", "type": "FLOAT", "accessMode": "ReadOnly"},
+            {
+                "name": "setpoint",
+                "type": "FLOAT",
+                "accessMode": "ReadWrite",
+                "visitors": {"configData": {"path": "climate.setpoint"}},
             },
-        }
+            {
+                "name": "power",
+                "type": "BOOLEAN",
+                "accessMode": "ReadWrite",
+                "visitors": {
+                    "configData": {
+                        "path": "state",
+                        "valueMap": {"true": "ON", "false": "OFF"},
+                    }
+                },
+            },
+        ],
     )
 
 

@@ -81,7 +81,6 @@ class DmiServer:
         self.mappers: dict[str, DmiMapper] = {}
         self.refused: Counter[str] = Counter()
         """Requests answered with an error, by gRPC status name."""
-        self.reports = 0
         self._runtime_for = runtime_for
         self._max_delay = reconnect_max_delay
         self._lock = asyncio.Lock()
@@ -206,7 +205,6 @@ class DmiServer:
         values = {t.propertyName: t.reported.value for t in twins if t.HasField("reported")}
         if not any(mapper.reported(device, values) for mapper in self.mappers.values()):
             _refuse(grpc.StatusCode.NOT_FOUND, f"no registered mapper serves device {device}")
-        self.reports += 1
         return pb.ReportDeviceStatusResponse()
 
     async def _report_states(
