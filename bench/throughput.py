@@ -1,24 +1,21 @@
-"""Reported updates per second end to end, beside the broker's raw pass-through rate.
+"""Committed twin updates per second, beside the broker's raw pass-through rate.
 
-For each broker (the node's embedded amqtt, and mosquitto) a real node process
-runs with 1,000 devices. The same client library (paho) measures, in the same
-run and with the same number of requests in flight:
+A real node process (``edgetwin run``) with 1,000 and with 10,000 devices, on
+each broker, SQLite under ``store.synchronous=FULL``. One load generator
+(``bench/loadgen``, Go, a minimal MQTT 3.1.1 client: it is not the limit,
+see its raw rate) measures in the same run:
 
-- raw: QoS 1 publish -> broker -> a subscriber, counted at the subscriber;
-- twin: QoS 1 twin/update (a reported value) -> committed in SQLite -> result
-  received, over the 1,000 devices in turn.
+- **raw**: QoS 1 publish -> broker -> a subscriber, with nothing of the node's
+  in the path (the broker's pass-through, and the generator's own ceiling);
+- **twin**: QoS 1 ``twin/update`` of a reported FLOAT -> checked -> committed ->
+  ``twin/update/result`` received (matched by ``event_id``), over the devices in
+  turn, as fast as answered with ``--window`` in flight: the maximum rate, and
+  the node's CPU per update over that run (``/proc/PID/stat``);
+- **latency** p50/p99 of the result at 50 % and 90 % of that maximum, paced
+  (open loop: from the planned send time);
+- the node's **RSS** once its retained specs are at the broker (idle) and after.
 
-On the embedded broker a third run has ``broker.auth`` on, with the bench
-logged in as the modbus mapper: every publication and delivery goes through
-the password-checked identity, the ACL (a device-protocol lookup per twin
-topic) and the per-client rate limiter. The limiter is set high enough
-not to drop in every run: the bench is one client far over the default
-1,000 messages/s.
-
-Also the RSS of the idle node with its devices loaded (health endpoint on,
-as by default), and what one ``/metrics`` scrape costs after the run (median
-of 20, and its size: the per-device state gauge grows with the devices). Run:
-``.venv/bin/python -m bench.throughput [--messages N] [--window W]``
+Run: ``.venv/bin/python -m bench.throughput [--messages N] [--window W] [--devices 1000 10000]``
 """
 
 from __future__ import annotations
@@ -26,21 +23,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import re
-import statistics
+import os
+import subprocess
 import tempfile
-import time
-import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 import yaml
 from tests.support import NodeProcess, Paho, mosquitto, thermostat, write_manifests
 
-from edgetwin.auth import PasswordFile
 from edgetwin.wire import topics
 
-DEVICES = 1000
+ROOT = Path(__file__).resolve().parent.parent
+LOADGEN = ROOT / "build" / "loadgen" / "loadgen"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def build_loadgen() -> None:
+    subprocess.run([str(ROOT / "bench" / "loadgen" / "build")], check=True)
 
 
 def rss_mb(pid: int) -> float:
@@ -50,142 +52,123 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def _pump(
-    client: Paho, messages: list[tuple[str, bytes]], done_topic_prefix: str, window: int
-) -> float:
-    """Publish with at most ``window`` unanswered; seconds until all are answered."""
-    sent = received = 0
-    started = time.perf_counter()
-    while received < len(messages):
-        while sent < len(messages) and sent - received < window:
-            client.publish(*messages[sent])
-            sent += 1
-        topic, _payload, _ = await asyncio.wait_for(client.messages.get(), 30)
-        if topic.startswith(done_topic_prefix):
-            received += 1
-    return time.perf_counter() - started
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
-Login = tuple[str, str] | tuple[None, None]
-ANONYMOUS: Login = (None, None)
+async def loadgen(port: int, mode: str, **flags: object) -> dict[str, Any]:
+    args = [str(LOADGEN), "-broker", f"127.0.0.1:{port}", "-mode", mode]
+    for name, value in flags.items():
+        args += [f"-{name}", str(value)]
+    proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"loadgen {mode} failed ({proc.returncode})")
+    result: dict[str, Any] = orjson.loads(out)
+    return result
 
 
-async def measure(port: int, count: int, window: int, login: Login) -> tuple[float, float]:
-    async with Paho(port, username=login[0], password=login[1]) as client:
-        await client.subscribe("bench/raw/#", "$hw/events/device/+/+/twin/update/result")
-        raw = [
-            (f"bench/raw/{i % 10}", b'{"twin": {"count": {"actual": {"value": "1"}}}}')
-            for i in range(count)
-        ]
-        twin = [
-            (
-                topics.twin_update_topic(f"default/d{i % DEVICES}"),
-                orjson.dumps(
-                    {"event_id": str(i), "twin": {"count": {"actual": {"value": str(i)}}}}
-                ),
-            )
-            for i in range(count)
-        ]
-        await _pump(client, raw[: count // 10], "bench/raw/", window)  # warm up
-        await _pump(client, twin[: count // 10], "$hw/", window)
-        raw_s = await _pump(client, raw, "bench/raw/", window)
-        twin_s = await _pump(client, twin, "$hw/", window)
-    return count / raw_s, count / twin_s
-
-
-async def wait_for_specs(port: int, login: Login) -> None:
+async def wait_for_specs(port: int, devices: int) -> None:
     """Until every device's retained spec is at the broker: the node has settled."""
-    async with Paho(port, username=login[0], password=login[1]) as client:
+    async with Paho(port) as client:
         await client.subscribe(topics.spec_filter("modbus"))
-        for _ in range(DEVICES):
-            await asyncio.wait_for(client.messages.get(), 30)
+        for _ in range(devices):
+            await asyncio.wait_for(client.messages.get(), 60)
 
 
-def scrape(url: str, times: int = 20) -> tuple[float, float]:
-    """Median milliseconds of one /metrics scrape, and the body's size in KB."""
-    took, size = [], 0
-    for _ in range(times):
-        started = time.perf_counter()
-        with urllib.request.urlopen(url, timeout=10) as response:
-            size = len(response.read())
-        took.append((time.perf_counter() - started) * 1000)
-    return statistics.median(took), size / 1024
+@dataclass
+class Row:
+    broker: str
+    devices: int
+    raw: float = 0.0
+    twin: float = 0.0
+    cpu_us: float = 0.0
+    latency: tuple[float, ...] = ()
+    rss_idle: float = 0.0
+    rss_after: float = 0.0
 
 
-def node_config(work: Path, *, auth: bool) -> tuple[Path, Login]:
-    """A node config without the per-client rate limit (the bench is one fast client);
-    with ``auth``, broker.auth on and the bench logged in as the modbus mapper."""
-    broker: dict[str, object] = {"max_messages_per_second": 1_000_000}
-    login = ANONYMOUS
-    if auth:
-        passwords = PasswordFile(work / "passwd")
-        passwords.set("bench", "bench-password")
-        passwords.save()
-        broker["auth"] = {"password_file": str(passwords.path), "mappers": {"bench": "modbus"}}
-        login = ("bench", "bench-password")
-    config = work / f"config-{auth}.yaml"
-    config.write_text(yaml.safe_dump({"broker": broker}))
-    return config, login
+def node_config(work: Path) -> Path:
+    """The per-client rate limit raised (the generator is a few very fast clients)."""
+    config = work / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {"broker": {"max_messages_per_second": 1_000_000}, "store": {"synchronous": "FULL"}}
+        )
+    )
+    return config
 
 
 async def run_one(
-    kind: str, work: Path, count: int, window: int, mqtt_port: int | None, *, auth: bool = False
-) -> dict[str, float]:
-    manifests = write_manifests(work / f"m-{kind}", [thermostat(f"d{i}") for i in range(DEVICES)])
-    config, login = node_config(work, auth=auth)
+    broker: str, work: Path, devices: int, args: argparse.Namespace, mqtt_port: int | None
+) -> Row:
+    tag = f"{broker}-{devices}"
+    manifests = write_manifests(work / f"m-{tag}", [thermostat(f"d{i}") for i in range(devices)])
     node = NodeProcess(
-        work / f"data-{kind}",
-        node=f"bench-{kind}",
+        work / f"data-{tag}",
+        node=f"bench-{tag}",
         external_port=mqtt_port,
         manifests=manifests,
-        extra=("--config", str(config)),
+        extra=("--config", str(node_config(work))),
     )
+    row = Row(broker, devices)
     with node:
         assert node.proc is not None
-        await wait_for_specs(node.port, login)
-        idle = rss_mb(node.proc.pid)
-        raw, twin = await measure(node.port, count, window, login)
-        busy = rss_mb(node.proc.pid)
-        assert node.lines is not None
-        url = node.lines.wait_for(re.compile(r"http://\S+/metrics"), 5).split()[-1]
-        scrape_ms, scrape_kb = await asyncio.to_thread(scrape, url)
-    return {
-        "raw": raw,
-        "twin": twin,
-        "ratio": twin / raw,
-        "rss_idle": idle,
-        "rss_after": busy,
-        "scrape_ms": scrape_ms,
-        "scrape_kb": scrape_kb,
-    }
+        pid = node.proc.pid
+        await wait_for_specs(node.port, devices)
+        row.rss_idle = rss_mb(pid)
+        common: dict[str, object] = {"messages": args.messages, "devices": devices}
+        row.raw = (await loadgen(node.port, "raw", window=args.window, **common))["rate"]
+        before = cpu_seconds(pid)
+        most = await loadgen(node.port, "twin", window=args.window, **common)
+        row.cpu_us = (cpu_seconds(pid) - before) / (args.messages + 2000) * 1e6  # + warm-up
+        row.twin = most["rate"]
+        latency: list[float] = []
+        for share in (0.5, 0.9):
+            paced = await loadgen(
+                node.port, "twin", window=20_000, rate=int(share * row.twin), **common
+            )
+            latency += [paced["p50_ms"], paced["p99_ms"]]
+        row.latency = tuple(latency)
+        row.rss_after = rss_mb(pid)
+    return row
+
+
+def table(rows: list[Row], args: argparse.Namespace) -> str:
+    lines = [
+        f"{args.messages:,} updates a run, window {args.window}, store.synchronous=FULL\n",
+        "| broker | devices | raw msg/s | twin updates/s | twin / raw | node CPU µs/update "
+        "| p50 / p99 ms at 50 % | p50 / p99 ms at 90 % | RSS idle MB | after MB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        p50a, p99a, p50b, p99b = r.latency
+        lines.append(
+            f"| {r.broker} | {r.devices:,} | {r.raw:,.0f} | {r.twin:,.0f} | {r.twin / r.raw:.2f} "
+            f"| {r.cpu_us:.0f} | {p50a:.1f} / {p99a:.1f} | {p50b:.1f} / {p99b:.1f} "
+            f"| {r.rss_idle:.1f} | {r.rss_after:.1f} |"
+        )
+    return "\n".join(lines)
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--messages", type=int, default=20_000)
-    parser.add_argument("--window", type=int, default=100)
+    parser.add_argument("--messages", type=int, default=50_000)
+    parser.add_argument("--window", type=int, default=200)
+    parser.add_argument("--devices", type=int, nargs="+", default=[1000, 10_000])
+    parser.add_argument("--brokers", nargs="+", default=["embedded", "mosquitto"])
     args = parser.parse_args()
-    results = {}
+    build_loadgen()
+    rows = []
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
-        results["amqtt (embedded)"] = await run_one("amqtt", work, args.messages, args.window, None)
-        results["amqtt (embedded), auth + ACL"] = await run_one(
-            "amqtt-auth", work, args.messages, args.window, None, auth=True
-        )
         port = stack.enter_context(mosquitto(work))
-        results["mosquitto"] = await run_one("mosquitto", work, args.messages, args.window, port)
-    print(f"{args.messages} messages, window {args.window}, {DEVICES} devices, client paho\n")
-    print(
-        "| broker | raw pass-through msg/s | twin updates/s | twin / raw "
-        "| node RSS idle MB | after run MB | /metrics ms | /metrics KB |"
-    )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for name, r in results.items():
-        print(
-            f"| {name} | {r['raw']:,.0f} | {r['twin']:,.0f} | {r['ratio']:.2f} | "
-            f"{r['rss_idle']:.1f} | {r['rss_after']:.1f} | "
-            f"{r['scrape_ms']:.1f} | {r['scrape_kb']:.0f} |"
-        )
+        for broker in args.brokers:
+            for devices in args.devices:
+                external = port if broker == "mosquitto" else None
+                rows.append(await run_one(broker, work, devices, args, external))
+    print(table(rows, args))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,3 @@
+module edgetwin.bench/loadgen
+
+go 1.26
