@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol, Self
 
@@ -36,7 +37,8 @@ class LocalConnection:
         self._broker = broker
         self.address = address
         self._filters: list[str] = []
-        self._incoming: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        self._incoming: deque[tuple[str, bytes]] = deque()
+        self._arrived = asyncio.Event()
         self._outgoing: asyncio.Queue[tuple[str, bytes, int, bool]] = asyncio.Queue()
         self._sender: asyncio.Task[None] | None = None
 
@@ -55,7 +57,8 @@ class LocalConnection:
         return any(self._broker.matches(topic, f) for f in self._filters)
 
     def deliver(self, topic: str, payload: bytes) -> None:
-        self._incoming.put_nowait((topic, payload))
+        self._incoming.append((topic, payload))
+        self._arrived.set()
 
     async def subscribe(self, filters: Sequence[str], qos: int = 1) -> None:
         del qos  # in-process delivery cannot be lost
@@ -69,9 +72,14 @@ class LocalConnection:
     async def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
         self.publish_nowait(topic, payload, qos, retain)
 
-    async def messages(self) -> AsyncIterator[tuple[str, bytes]]:
+    async def batches(self) -> AsyncIterator[list[tuple[str, bytes]]]:
+        """Every message waiting, in arrival order; then the next ones."""
         while True:
-            yield await self._incoming.get()
+            await self._arrived.wait()
+            self._arrived.clear()
+            batch = list(self._incoming)
+            self._incoming.clear()
+            yield batch
 
     async def _send_loop(self) -> None:
         while True:

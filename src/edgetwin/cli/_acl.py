@@ -93,7 +93,7 @@ class MosquittoAclFollower:
                 first,
                 self._connect,
                 on_connect=self._on_connect,
-                on_message=self._on_message,
+                on_batch=self._on_batch,
                 on_disconnect=self._on_disconnect,
                 max_delay=self.settings.broker.reconnect_max_delay,
                 name="acl follower",
@@ -119,6 +119,10 @@ class MosquittoAclFollower:
             return
         self._asked, self._stale = uuid.uuid4().hex, False
         await self._link.publish(self._get, orjson.dumps({"event_id": self._asked}))
+
+    async def _on_batch(self, batch: list[tuple[str, bytes]]) -> None:
+        for topic, payload in batch:
+            await self._on_message(topic, payload)
 
     async def _on_message(self, topic: str, payload: bytes) -> None:
         if topic == self._updated:

@@ -151,7 +151,7 @@ class MapperRuntime:
             first,
             self._connection,
             on_connect=self._on_connect,
-            on_message=self._on_message,
+            on_batch=self._on_batch,
             on_disconnect=self._on_disconnect,
             max_delay=self.reconnect_max_delay,
             name=f"mapper {self.protocol}",
@@ -163,6 +163,10 @@ class MapperRuntime:
     def _on_disconnect(self) -> None:
         self.connected.clear()
         self._mqtt = None
+
+    async def _on_batch(self, batch: list[tuple[str, bytes]]) -> None:
+        for topic, payload in batch:
+            await self._on_message(topic, payload)
 
     async def _on_message(self, topic: str, payload: bytes) -> None:
         if topic.startswith(topics.MAPPER_PREFIX + "/"):

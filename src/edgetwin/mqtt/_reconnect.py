@@ -18,7 +18,7 @@ class Link(Protocol):
 
     async def __aenter__(self) -> Self: ...
     async def __aexit__(self, *exc_info: object) -> None: ...
-    def messages(self) -> AsyncIterator[tuple[str, bytes]]: ...
+    def batches(self) -> AsyncIterator[list[tuple[str, bytes]]]: ...
 
 
 LinkT = TypeVar("LinkT", bound=Link)
@@ -29,12 +29,13 @@ async def serve_reconnecting(
     connect: Callable[[], LinkT],
     *,
     on_connect: Callable[[LinkT], Awaitable[None]],
-    on_message: Callable[[str, bytes], Awaitable[None]],
+    on_batch: Callable[[list[tuple[str, bytes]]], Awaitable[None]],
     on_disconnect: Callable[[], None],
     max_delay: float,
     name: str,
 ) -> None:
-    """Hand every message to ``on_message``; on loss, connect again and call ``on_connect``.
+    """Hand the messages to ``on_batch``, all that are waiting at a time; on loss, connect
+    again and call ``on_connect``.
 
     ``first`` is a link already connected (and announced); the loop owns and closes it.
     """
@@ -48,8 +49,8 @@ async def serve_reconnecting(
                 await on_connect(link)
                 log.info("%s connected again", name)
             delay = 0.1
-            async for topic, payload in link.messages():
-                await on_message(topic, payload)
+            async for batch in link.batches():
+                await on_batch(batch)
         except BrokerUnreachableError as exc:
             log.warning("%s: %s; retrying in %.1f s", name, exc, delay)
         finally:

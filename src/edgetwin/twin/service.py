@@ -1,10 +1,11 @@
 """The MQTT twin API: subscribe, answer in order, publish only what is committed.
 
-One task reads messages and applies each to the engine at once, in arrival
-order; the rows go to the store's group commit and the messages join an
-ordered queue. A second task takes that queue in order, waits for each
-commit and publishes the results, deltas and documents, so while one
-transaction is being written the next one fills up. If a commit fails, the
+One task takes every message that is waiting at once and applies them to the
+engine in arrival order; the batch's rows go to the store's group commit as
+one submission, and the batch joins an ordered queue. A second task takes
+that queue in order, waits for each commit and publishes the results,
+deltas and documents, so while one transaction is being written the next
+batch is read and applied. If a commit fails, the
 waiting callers get an error result and the engine reloads the devices
 concerned from the store before it handles another message.
 
@@ -26,7 +27,7 @@ from edgetwin.errors import BrokerUnreachableError, StoreError
 from edgetwin.mqtt import serve_reconnecting
 from edgetwin.tasks import start_guarded, stop_task
 from edgetwin.twin.engine import Outcome, Publication, TwinEngine
-from edgetwin.twin.store import Store
+from edgetwin.twin.store import Store, WriteBatch
 from edgetwin.wire import topics
 from edgetwin.wire.messages import Code
 from edgetwin.wire.resources import Resource
@@ -42,11 +43,11 @@ class TwinLink(Protocol):
 
     async def __aenter__(self) -> Self: ...
     async def __aexit__(self, *exc_info: object) -> None: ...
-    async def subscribe(self, filters: Sequence[str], qos: int = 1) -> None: ...
+    async def subscribe(self, filters: Sequence[str], qos: int = 1) -> object: ...
     def publish_nowait(
         self, topic: str, payload: bytes, qos: int = 1, retain: bool = False
     ) -> None: ...
-    def messages(self) -> AsyncIterator[tuple[str, bytes]]: ...
+    def batches(self) -> AsyncIterator[list[tuple[str, bytes]]]: ...
 
 
 class TwinService:
@@ -69,7 +70,7 @@ class TwinService:
         self.reconnect_max_delay = reconnect_max_delay
         self.connected = asyncio.Event()
         self._mqtt: TwinLink | None = None
-        self._outbound: deque[tuple[asyncio.Future[None], Outcome, float | None]] = deque()
+        self._outbound: deque[tuple[asyncio.Future[None], list[Outcome], float | None]] = deque()
         self._outbound_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._drained = asyncio.Event()
@@ -131,7 +132,7 @@ class TwinService:
             first,
             self._connect,
             on_connect=self._on_connect,
-            on_message=self._on_message,
+            on_batch=self._on_batch,
             on_disconnect=self._on_disconnect,
             max_delay=self.reconnect_max_delay,
             name="twin API",
@@ -141,24 +142,33 @@ class TwinService:
         self.connected.clear()
         self._mqtt = None
 
-    async def _on_message(self, topic: str, payload: bytes) -> None:
+    async def _on_batch(self, batch: list[tuple[str, bytes]]) -> None:
         if self.store.failed_devices:
             await self._reload_failed_devices()
-        request = topics.parse_request_topic(topic)
-        if request is None:
-            return
-        self._enqueue(self.engine.handle(request, payload), time.perf_counter())
+        received = time.perf_counter()
+        outcomes = []
+        for topic, payload in batch:
+            request = topics.parse_request_topic(topic)
+            if request is not None:
+                outcomes.append(self.engine.handle(request, payload))
+        if outcomes:
+            self._enqueue(outcomes, received)
 
-    def _enqueue(self, outcome: Outcome, received: float | None = None) -> asyncio.Future[None]:
-        self.engine.announce_membership(outcome)
-        future = self.store.submit(outcome.batch)
-        self._outbound.append((future, outcome, received))
+    def _enqueue(
+        self, outcomes: list[Outcome], received: float | None = None
+    ) -> asyncio.Future[None]:
+        rows = WriteBatch()
+        for outcome in outcomes:
+            self.engine.announce_membership(outcome)
+            rows.merge(outcome.batch)
+        future = self.store.submit(rows)
+        self._outbound.append((future, outcomes, received))
         self._drained.clear()
         self._outbound_ready.set()
         return future
 
     async def _dispatch(self, outcome: Outcome) -> None:
-        future = self._enqueue(outcome)
+        future = self._enqueue([outcome])
         # Shielded: a caller that is cancelled must not cancel the commit the publisher awaits.
         with contextlib.suppress(StoreError):
             await asyncio.shield(future)
@@ -178,22 +188,23 @@ class TwinService:
             self._drained.set()
 
     async def _publish_next(self) -> None:
-        """Publish the oldest outcome once committed (its own frame, so nothing outlives it)."""
-        future, outcome, received = self._outbound[0]
+        """Publish the oldest batch once committed (its own frame, so nothing outlives it)."""
+        future, outcomes, received = self._outbound[0]
         try:
             if not future.done():  # usually done: the whole batch committed together
                 await asyncio.wait((future,))  # never cancels the future, never raises its error
         finally:
             self._outbound.popleft()
         if future.cancelled() or future.exception() is not None:
-            pubs = [outcome.on_failure] if outcome.on_failure else []
-            if outcome.on_failure:
-                self.engine.rejected[Code.STORE_FAILED] += 1
+            pubs = [o.on_failure for o in outcomes if o.on_failure]
+            self.engine.rejected[Code.STORE_FAILED] += len(pubs)
         else:
-            pubs = outcome.publications
+            pubs = [pub for outcome in outcomes for pub in outcome.publications]
         self._publish(pubs)
         if received is not None:
-            self._observe_latency(time.perf_counter() - received)
+            seconds = time.perf_counter() - received
+            for _ in outcomes:
+                self._observe_latency(seconds)
 
     def _publish(self, pubs: list[Publication]) -> None:
         mqtt = self._mqtt
