@@ -138,8 +138,10 @@ async def run_one(
 def table(rows: list[Row], args: argparse.Namespace) -> str:
     lines = [
         f"{args.messages:,} updates a run, window {args.window}, store.synchronous=FULL\n",
-        "| broker | devices | raw msg/s | twin updates/s | twin / raw | node CPU µs/update "
-        "| p50 / p99 ms at 50 % | p50 / p99 ms at 90 % | RSS idle MB | after MB |",
+        (
+            "| broker | devices | raw msg/s | twin updates/s | twin / raw | node CPU µs/update "
+            "| p50 / p99 ms at 50 % | p50 / p99 ms at 90 % | RSS idle MB | after MB |"
+        ),
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:

@@ -237,6 +237,9 @@ def release_free_memory() -> None:
     the free pages, which is most of a node's start-up peak.
     """
     gc.collect()
+    # What start-up built lives as long as the node: out of the collector's sight, so
+    # that full collections while serving walk only what was made since (gc.freeze).
+    gc.freeze()
     libc_name = ctypes.util.find_library("c")
     if libc_name is None:
         return

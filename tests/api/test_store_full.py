@@ -20,9 +20,8 @@ async def test_full_store_gives_error_results_and_recovers(node: Node) -> None:
         )
         assert "code" not in ok
 
-        async with node.store.db.execute("PRAGMA page_count") as cursor:
-            (pages,) = await cursor.fetchone()
-        await node.store.db.execute(f"PRAGMA max_page_count = {pages}")
+        [(pages,)] = await node.store.execute("PRAGMA page_count")
+        await node.store.execute(f"PRAGMA max_page_count = {pages}")
         big = "x" * 60_000
         failed = await client.request(
             update, {"event_id": "2", "twin": {"label": {"actual": {"value": big}}}}
@@ -35,7 +34,7 @@ async def test_full_store_gives_error_results_and_recovers(node: Node) -> None:
         assert got["twin"]["label"]["actual"]["value"] == "a"
         assert node.engine.devices[device].twins["label"].reported_version == 1
 
-        await node.store.db.execute("PRAGMA max_page_count = 1073741823")
+        await node.store.execute("PRAGMA max_page_count = 1073741823")
         again = await client.request(
             update, {"event_id": "4", "twin": {"label": {"actual": {"value": big}}}}
         )

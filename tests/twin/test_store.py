@@ -68,9 +68,8 @@ async def test_device_delete_removes_its_twins(tmp_path: Path) -> None:
 async def test_a_full_disk_fails_the_group_and_what_waits_behind_it(tmp_path: Path) -> None:
     async with Store(tmp_path / "t.db") as store:
         await store.write(_twin("ns/a", "p", "small", 1))
-        async with store.db.execute("PRAGMA page_count") as cursor:
-            (pages,) = await cursor.fetchone()
-        await store.db.execute(f"PRAGMA max_page_count = {pages}")  # SQLite's own size limit
+        [(pages,)] = await store.execute("PRAGMA page_count")
+        await store.execute(f"PRAGMA max_page_count = {pages}")  # SQLite's own size limit
         big = "x" * 200_000
         first = store.submit(_twin("ns/a", "p", big, 2))
         second = store.submit(_twin("ns/b", "p", "tiny", 1))
@@ -81,7 +80,7 @@ async def test_a_full_disk_fails_the_group_and_what_waits_behind_it(tmp_path: Pa
         snapshot = await store.load()
         assert [(r[0], r[5]) for r in snapshot.twins] == [("ns/a", "small")]
 
-        await store.db.execute("PRAGMA max_page_count = 1073741823")  # space is back
+        await store.execute("PRAGMA max_page_count = 1073741823")  # space is back
         await store.write(_twin("ns/a", "p", big, 2))
         snapshot = await store.load()
     assert [(r[0], r[5]) for r in snapshot.twins] == [("ns/a", big)]

@@ -42,7 +42,7 @@ def configure_logging(level: str, log_format: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter(TEXT_FORMAT))
     logging.basicConfig(level=level, handlers=[handler])
-    for noisy in ("amqtt", "transitions", "aiosqlite", "mqtt"):
+    for noisy in ("amqtt", "transitions", "mqtt"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # pymodbus logs every timeout as an error; the mapper reports devices going offline itself.
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)

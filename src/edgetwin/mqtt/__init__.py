@@ -1,4 +1,4 @@
-"""The MQTT client adapter: the one place that knows aiomqtt."""
+"""The node's MQTT client (MQTT 3.1.1 on asyncio), and serving a connection that comes back."""
 
 from edgetwin.mqtt._client import BrokerAddress, MqttConnection, request
 from edgetwin.mqtt._reconnect import Link, serve_reconnecting

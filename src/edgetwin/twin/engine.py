@@ -14,7 +14,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
@@ -31,7 +31,7 @@ from edgetwin.twin.store.rows import (
     TwinRow,
     WriteBatch,
 )
-from edgetwin.twin.values import InvalidValueError, PropertyRule
+from edgetwin.twin.values import InvalidValueError, Parsed, PropertyRule
 from edgetwin.wire import topics
 from edgetwin.wire.messages import (
     ApplyRequest,
@@ -46,6 +46,7 @@ from edgetwin.wire.messages import (
     error_result,
     now_ms,
     parse_request,
+    twin_update_result,
 )
 from edgetwin.wire.names import split_device_id
 from edgetwin.wire.resources import Device, DeviceModel, Resource
@@ -56,8 +57,7 @@ log = logging.getLogger(__name__)
 ONLINE_STATES = frozenset({"online", "ok"})
 
 
-@dataclass(frozen=True, slots=True)
-class Publication:
+class Publication(NamedTuple):
     topic: str
     payload: bytes
     retain: bool = False
@@ -69,12 +69,12 @@ class Outcome:
     """The effect of one request or resource change.
 
     ``publications`` go out after ``batch`` has committed; if the commit fails,
-    ``on_failure`` (an error result) goes out instead.
+    an error result goes to ``on_failure`` (result topic, event id) instead.
     """
 
     batch: WriteBatch = field(default_factory=WriteBatch)
     publications: list[Publication] = field(default_factory=list)
-    on_failure: Publication | None = None
+    on_failure: tuple[str, str] | None = None
     errors: list[str] = field(default_factory=list)
     added: list[dict[str, Any]] = field(default_factory=list)
     removed: list[dict[str, Any]] = field(default_factory=list)
@@ -199,14 +199,14 @@ class TwinEngine:
             )
 
     def _device(self, request: topics.Request, event_id: str) -> DeviceTwin:
+        twin = self.devices.get(request.device)
+        if twin is not None:  # a known id is a valid one
+            return twin
         try:
             split_device_id(request.device)
         except ValueError as exc:
             raise BadRequestError(str(exc), Code.BAD_REQUEST, event_id) from None
-        twin = self.devices.get(request.device)
-        if twin is None:
-            raise BadRequestError(f"unknown device {request.device}", Code.NOT_FOUND, event_id)
-        return twin
+        raise BadRequestError(f"unknown device {request.device}", Code.NOT_FOUND, event_id)
 
     def _twin_update(self, request: topics.Request, payload: bytes) -> Outcome:
         """Apply each property of a twin/update that fits; refuse the others one by one.
@@ -226,13 +226,20 @@ class TwinEngine:
                 Code.TOO_LARGE,
                 event_id,
             )
-        refused = self._refusals(device, message, request.topic)
+        refused, readings = self._refusals(device, message, request.topic)
         now = now_ms()
-        delta_before = device.delta()
+        # The delta can only change in the properties this update touches that have a
+        # desired value now, or get one from it.
+        pending_before = {
+            n: device.pending(n)
+            for n in message.twin
+            if n not in refused and device.twins[n].desired is not None
+        }
         outcome = Outcome()
         accepted: dict[str, Any] = {}
         document: dict[str, Any] = {}
         flagged: dict[str, str] = {}
+        expected = False
         for name, entry in message.twin.items():
             if name in refused:
                 continue
@@ -242,24 +249,27 @@ class TwinEngine:
             device.twins[name] = new
             outcome.batch.add_twin(_row(device.id, name, new))
             self._mark_for_cloud(outcome.batch, device, name, now)
-            accepted[name] = _accepted_sides(new, entry)
-            if entry is None or entry.actual is not None:
-                flag = self._flag_range(device, name)
-                if flag is not None and entry is not None:
-                    flagged[name] = flag
-            document[name] = {"last": _versioned(old), "current": _versioned(new)}
+            if entry is None:
+                accepted[name] = None
+                self._flag_range(device, name, None)
+            else:
+                expected = expected or entry.expected is not None
+                accepted[name] = new.sides(
+                    desired=entry.expected is not None, reported=entry.actual is not None
+                )
+                if entry.actual is not None:
+                    flag = self._flag_range(device, name, readings[name])
+                    if flag is not None:
+                        flagged[name] = flag
+            document[name] = {"last": old.sides(versions=True), "current": new.sides(versions=True)}
 
-        body: dict[str, Any] = {"event_id": event_id, "timestamp": now, "twin": accepted}
-        if refused:
-            body["errors"] = {n: {"code": int(c), "reason": r} for n, (c, r) in refused.items()}
-        if flagged:
-            body["out_of_range"] = flagged
-        outcome.publications.append(self.reply(request.result_topic, encode(body)))
+        result_topic = request.result_topic
+        result = twin_update_result(event_id, now, accepted, refused, flagged)
+        outcome.publications.append(self.reply(result_topic, result))
         if not accepted:
             return outcome  # an empty twin: nothing changed
-        delta = device.delta()
-        expected = any(e is not None and e.expected for e in message.twin.values())
-        if delta and (delta != delta_before or expected):
+        changed = any(device.pending(n) != before for n, before in pending_before.items())
+        if (changed or expected) and (delta := device.delta()):
             outcome.publications.append(self._delta_publication(device, event_id, delta))
         outcome.publications.append(
             self.reply(
@@ -267,21 +277,24 @@ class TwinEngine:
                 encode({"event_id": event_id, "timestamp": now, "twin": document}),
             )
         )
-        outcome.on_failure = self.reply(
-            request.result_topic, error_result(event_id, Code.STORE_FAILED, "store write failed")
-        )
+        outcome.on_failure = result_topic, event_id
         return outcome
 
     def _refusals(
         self, device: DeviceTwin, message: TwinUpdateRequest, topic: str
-    ) -> dict[str, tuple[Code, str]]:
-        """The properties of a twin/update that cannot be applied, with code and reason;
-        BadRequestError if none can."""
+    ) -> tuple[dict[str, tuple[Code, str]], dict[str, Parsed]]:
+        """The properties of a twin/update that cannot be applied, with code and reason,
+        and the typed readings of the others; BadRequestError if none can be applied."""
         refused: dict[str, tuple[Code, str]] = {}
+        readings: dict[str, Parsed] = {}
         for name, entry in message.twin.items():
-            problem = self._refusal(device, name, entry)
-            if problem is not None:
-                refused[name] = problem
+            try:
+                reading = self._checked(device, name, entry)
+            except BadRequestError as exc:
+                refused[name] = exc.code, exc.reason
+            else:
+                if reading is not None:
+                    readings[name] = reading
         if refused and len(refused) == len(message.twin):
             code = next(iter(refused.values()))[0]
             reason = "; ".join(r for _, r in refused.values())
@@ -289,38 +302,40 @@ class TwinEngine:
         for code, reason in refused.values():
             self.refused_properties[code] += 1
             self.rejections.write(device.id, str(code), "refused in %s: %s", topic, reason)
-        return refused
+        return refused, readings
 
-    def _refusal(
-        self, device: DeviceTwin, name: str, entry: TwinEntry | None
-    ) -> tuple[Code, str] | None:
-        """Why one property of a twin/update cannot be applied, or None if it can."""
+    def _checked(self, device: DeviceTwin, name: str, entry: TwinEntry | None) -> Parsed | None:
+        """The typed reading of one property of a twin/update (None if it has none);
+        BadRequestError if the property cannot be applied."""
         rule = device.rules.get(name)
         if rule is None:
-            return Code.NOT_FOUND, f"device {device.id} has no property {name!r}"
+            raise BadRequestError(f"device {device.id} has no property {name!r}", Code.NOT_FOUND)
         if entry is None:
             return None
+        limit = self.settings.max_value_length
         if entry.expected is not None:
             if rule.read_only:
-                return (
-                    Code.FORBIDDEN,
+                raise BadRequestError(
                     f"twin.{name}.expected: property is ReadOnly and takes no desired value",
+                    Code.FORBIDDEN,
                 )
             try:
-                rule.parse(entry.expected.value, self.settings.max_value_length)
+                rule.parse(entry.expected.value, limit)
             except InvalidValueError as exc:
-                return Code.BAD_REQUEST, f"twin.{name}.expected.value: {exc}"
-        if entry.actual is not None:
-            try:
-                rule.parse_type(entry.actual.value, self.settings.max_value_length)
-            except InvalidValueError as exc:
-                return Code.BAD_REQUEST, f"twin.{name}.actual.value: {exc}"
-        return None
+                raise BadRequestError(
+                    f"twin.{name}.expected.value: {exc}", Code.BAD_REQUEST
+                ) from None
+        if entry.actual is None:
+            return None
+        try:
+            return rule.parse_type(entry.actual.value, limit)
+        except InvalidValueError as exc:
+            raise BadRequestError(f"twin.{name}.actual.value: {exc}", Code.BAD_REQUEST) from None
 
-    def _flag_range(self, device: DeviceTwin, name: str) -> str | None:
+    def _flag_range(self, device: DeviceTwin, name: str, reading: Parsed | None) -> str | None:
         """Flag a reported value outside its bounds; log it once per property and value."""
         before = device.out_of_range.get(name)
-        problem = device.flag_range(name)
+        problem = device.flag_range(name, reading)
         if problem is not None:
             self.out_of_range_reports += 1
             if problem != before:
@@ -365,10 +380,7 @@ class TwinEngine:
             "last_online_time": device.last_online,
         }
         outcome.publications.append(self.reply(request.result_topic, encode(body)))
-        outcome.on_failure = self.reply(
-            request.result_topic,
-            error_result(message.event_id, Code.STORE_FAILED, "store write failed"),
-        )
+        outcome.on_failure = request.result_topic, message.event_id
         return outcome
 
     def _membership_get(self, request: topics.Request, payload: bytes) -> Outcome:
@@ -620,6 +632,14 @@ class TwinEngine:
         """A result or document: at the configured QoS."""
         return Publication(topic, payload, qos=self.settings.result_qos)
 
+    def store_failed(self, outcome: Outcome) -> Publication | None:
+        """The error result for a request whose commit failed (counted), if it waits for one."""
+        if outcome.on_failure is None:
+            return None
+        topic, event_id = outcome.on_failure
+        self.rejected[Code.STORE_FAILED] += 1
+        return self.reply(topic, error_result(event_id, Code.STORE_FAILED, "store write failed"))
+
     def _delta_publication(
         self, twin: DeviceTwin, event_id: str, delta: dict[str, str]
     ) -> Publication:
@@ -703,24 +723,6 @@ def _updated(
         new.reported, new.reported_ts = actual.value, now
         new.reported_version += 1
     return new
-
-
-def _accepted_sides(twin: PropertyTwin, entry: TwinEntry | None) -> dict[str, Any] | None:
-    """A property in a twin/update result: the sides the request set (None: deleted)."""
-    if entry is None:
-        return None
-    sides = twin.sides()
-    given = (("expected", entry.expected), ("actual", entry.actual))
-    return {side: sides[side] for side, value in given if value is not None}
-
-
-def _versioned(twin: PropertyTwin) -> dict[str, Any]:
-    sides = twin.sides()
-    if "expected" in sides:
-        sides["expected"]["version"] = twin.desired_version
-    if "actual" in sides:
-        sides["actual"]["version"] = twin.reported_version
-    return sides
 
 
 def _compile(model: DeviceModel) -> dict[str, PropertyRule]:

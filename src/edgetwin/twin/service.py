@@ -29,7 +29,6 @@ from edgetwin.tasks import start_guarded, stop_task
 from edgetwin.twin.engine import Outcome, Publication, TwinEngine
 from edgetwin.twin.store import Store, WriteBatch
 from edgetwin.wire import topics
-from edgetwin.wire.messages import Code
 from edgetwin.wire.resources import Resource
 
 log = logging.getLogger(__name__)
@@ -196,8 +195,7 @@ class TwinService:
         finally:
             self._outbound.popleft()
         if future.cancelled() or future.exception() is not None:
-            pubs = [o.on_failure for o in outcomes if o.on_failure]
-            self.engine.rejected[Code.STORE_FAILED] += len(pubs)
+            pubs = [p for o in outcomes if (p := self.engine.store_failed(o)) is not None]
         else:
             pubs = [pub for outcome in outcomes for pub in outcome.publications]
         self._publish(pubs)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from edgetwin.twin.values import PropertyRule
+from edgetwin.twin.values import Parsed, PropertyRule
 from edgetwin.wire.resources import Device, DeviceModel
 
 
@@ -85,21 +85,31 @@ class PropertyTwin:
     reported_version: int = 0
 
     def copy(self) -> PropertyTwin:
-        return replace(self)
+        return PropertyTwin(
+            self.desired,
+            self.desired_ts,
+            self.desired_version,
+            self.reported,
+            self.reported_ts,
+            self.reported_version,
+        )
 
-    def sides(self) -> dict[str, Any]:
-        """The ``{expected, actual}`` form KubeEdge uses in results and documents."""
+    def sides(
+        self, *, desired: bool = True, reported: bool = True, versions: bool = False
+    ) -> dict[str, Any]:
+        """The ``{expected, actual}`` form KubeEdge uses in results and documents
+        (the sides asked for that are set; with their versions for documents)."""
         out: dict[str, Any] = {}
-        if self.desired is not None:
-            out["expected"] = {
-                "value": self.desired,
-                "metadata": {"timestamp": self.desired_ts},
-            }
-        if self.reported is not None:
-            out["actual"] = {
-                "value": self.reported,
-                "metadata": {"timestamp": self.reported_ts},
-            }
+        if desired and self.desired is not None:
+            meta: dict[str, Any] = {"timestamp": self.desired_ts}
+            out["expected"] = {"value": self.desired, "metadata": meta}
+            if versions:
+                out["expected"]["version"] = self.desired_version
+        if reported and self.reported is not None:
+            meta = {"timestamp": self.reported_ts}
+            out["actual"] = {"value": self.reported, "metadata": meta}
+            if versions:
+                out["actual"]["version"] = self.reported_version
         return out
 
 
@@ -123,14 +133,28 @@ class DeviceTwin:
     def delta(self) -> dict[str, str]:
         """The properties whose desired value is set and differs from the reported one."""
         out: dict[str, str] = {}
-        for name, twin in self.twins.items():
-            if twin.desired is not None and not self.rules[name].same(twin.desired, twin.reported):
-                out[name] = twin.desired
+        for name in self.twins:
+            desired = self.pending(name)
+            if desired is not None:
+                out[name] = desired
         return out
 
-    def flag_range(self, name: str) -> str | None:
-        """Check the reported value of ``name`` against its bounds and keep the answer."""
-        problem = self.rules[name].stored_range_problem(self.twins[name].reported)
+    def pending(self, name: str) -> str | None:
+        """The desired value of ``name`` if it is set and differs from the reported one."""
+        twin = self.twins[name]
+        if twin.desired is None or self.rules[name].same(twin.desired, twin.reported):
+            return None
+        return twin.desired
+
+    def flag_range(self, name: str, reading: Parsed | None = None) -> str | None:
+        """Check the reported value of ``name`` against its bounds and keep the answer;
+        ``reading`` is that value already typed, if it is at hand."""
+        rule = self.rules[name]
+        reported = self.twins[name].reported
+        if reading is None or reported is None:
+            problem = rule.stored_range_problem(reported)
+        else:
+            problem = rule.range_problem(reading, reported)
         if problem is None:
             self.out_of_range.pop(name, None)
         else:

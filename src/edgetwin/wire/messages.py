@@ -8,6 +8,7 @@ with orjson; the builders below are the only place their shape is written.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from enum import IntEnum
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -153,6 +154,23 @@ def error_body(event_id: str, code: int, reason: str) -> dict[str, Any]:
 
 def error_result(event_id: str, code: int, reason: str) -> bytes:
     return orjson.dumps(error_body(event_id, code, reason))
+
+
+def twin_update_result(
+    event_id: str,
+    timestamp: int,
+    twin: dict[str, Any],
+    errors: Mapping[str, tuple[int, str]],
+    out_of_range: dict[str, str],
+) -> bytes:
+    """The answer to a twin/update: the sides each applied property got (None: deleted),
+    and what was refused (code, reason) or kept out of range (why), by property."""
+    body: dict[str, Any] = {"event_id": event_id, "timestamp": timestamp, "twin": twin}
+    if errors:
+        body["errors"] = {n: {"code": int(c), "reason": r} for n, (c, r) in errors.items()}
+    if out_of_range:
+        body["out_of_range"] = out_of_range
+    return orjson.dumps(body)
 
 
 def encode(message: dict[str, Any]) -> bytes:

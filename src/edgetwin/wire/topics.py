@@ -10,8 +10,8 @@ of silence.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 DEVICE_PREFIX = "$hw/events/device"
 NODE_PREFIX = "$hw/events/node"
@@ -41,8 +41,7 @@ def request_filters(node: str) -> list[str]:
     return filters
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(NamedTuple):
     """A parsed request topic: what is asked and of which device (``""`` for node requests)."""
 
     kind: RequestKind
@@ -54,17 +53,20 @@ class Request:
         return f"{self.topic}/result"
 
 
+_DEVICE_SUFFIXES = tuple((f"/{kind.value}", kind) for kind in _DEVICE_KINDS)
+_NODE_SUFFIXES = tuple((f"/{kind.value}", kind) for kind in _NODE_KINDS)
+
+
 def parse_request_topic(topic: str) -> Request | None:
     """Which request a topic carries, or None if it is not one of ours."""
-    for kind in _DEVICE_KINDS:
-        suffix = f"/{kind.value}"
-        if topic.startswith(DEVICE_PREFIX + "/") and topic.endswith(suffix):
-            device = topic[len(DEVICE_PREFIX) + 1 : -len(suffix)]
-            return Request(kind, device, topic)
-    for kind in _NODE_KINDS:
-        suffix = f"/{kind.value}"
-        if topic.startswith(NODE_PREFIX + "/") and topic.endswith(suffix):
-            return Request(kind, "", topic)
+    if topic.startswith(DEVICE_PREFIX + "/"):
+        for suffix, kind in _DEVICE_SUFFIXES:
+            if topic.endswith(suffix):
+                return Request(kind, topic[len(DEVICE_PREFIX) + 1 : -len(suffix)], topic)
+    elif topic.startswith(NODE_PREFIX + "/"):
+        for suffix, kind in _NODE_SUFFIXES:
+            if topic.endswith(suffix):
+                return Request(kind, "", topic)
     return None
 
 
