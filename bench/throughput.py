@@ -1,7 +1,9 @@
 """Committed twin updates per second, beside the broker's raw pass-through rate.
 
 A real node process (``edgetwin run``) with 1,000 and with 10,000 devices, on
-each broker, SQLite under ``store.synchronous=FULL``. One load generator
+each broker (the embedded ones: the node's supervised mosquitto, the default
+where mosquitto is installed, and amqtt in the node's process; and an
+external mosquitto), SQLite under ``store.synchronous=FULL``. One load generator
 (``bench/loadgen``, Go, a minimal MQTT 3.1.1 client: it is not the limit,
 see its raw rate) measures in the same run:
 
@@ -89,28 +91,29 @@ class Row:
     rss_after: float = 0.0
 
 
-def node_config(work: Path) -> Path:
-    """The per-client rate limit raised (the generator is a few very fast clients)."""
-    config = work / "config.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {"broker": {"max_messages_per_second": 1_000_000}, "store": {"synchronous": "FULL"}}
-        )
-    )
+ENGINES = {"embedded mosquitto": "mosquitto", "embedded amqtt": "amqtt"}
+
+
+def node_config(work: Path, broker: str) -> Path:
+    """The embedded broker's engine; amqtt's per-client rate limit raised (the generator is
+    a few very fast clients)."""
+    config = work / f"config-{broker.replace(' ', '-')}.yaml"
+    settings = {"max_messages_per_second": 1_000_000, "engine": ENGINES.get(broker, "auto")}
+    config.write_text(yaml.safe_dump({"broker": settings, "store": {"synchronous": "FULL"}}))
     return config
 
 
 async def run_one(
     broker: str, work: Path, devices: int, args: argparse.Namespace, mqtt_port: int | None
 ) -> Row:
-    tag = f"{broker}-{devices}"
+    tag = f"{broker.replace(' ', '-')}-{devices}"
     manifests = write_manifests(work / f"m-{tag}", [thermostat(f"d{i}") for i in range(devices)])
     node = NodeProcess(
         work / f"data-{tag}",
         node=f"bench-{tag}",
         external_port=mqtt_port,
         manifests=manifests,
-        extra=("--config", str(node_config(work))),
+        extra=("--config", str(node_config(work, broker))),
     )
     row = Row(broker, devices)
     with node:
@@ -159,7 +162,12 @@ async def main() -> None:
     parser.add_argument("--messages", type=int, default=50_000)
     parser.add_argument("--window", type=int, default=200)
     parser.add_argument("--devices", type=int, nargs="+", default=[1000, 10_000])
-    parser.add_argument("--brokers", nargs="+", default=["embedded", "mosquitto"])
+    parser.add_argument(
+        "--brokers",
+        nargs="+",
+        default=[*ENGINES, "external mosquitto"],
+        choices=[*ENGINES, "external mosquitto"],
+    )
     args = parser.parse_args()
     build_loadgen()
     rows = []
@@ -168,7 +176,7 @@ async def main() -> None:
         port = stack.enter_context(mosquitto(work))
         for broker in args.brokers:
             for devices in args.devices:
-                external = port if broker == "mosquitto" else None
+                external = port if broker == "external mosquitto" else None
                 rows.append(await run_one(broker, work, devices, args, external))
     print(table(rows, args))
 

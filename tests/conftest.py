@@ -31,11 +31,10 @@ def broker_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def node_settings(broker_kind: str, request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
-    """Settings for a node on the chosen broker: embedded amqtt on a free port, or mosquitto."""
-    broker: dict[str, object] = {"embedded": broker_kind == "amqtt", "port": 0}
-    if broker_kind == "mosquitto":
-        broker["port"] = request.getfixturevalue("mosquitto_port")
+def node_settings(broker_kind: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Settings for a node on the chosen embedded broker, on a free port: amqtt in its process,
+    or mosquitto as its supervised child."""
+    broker: dict[str, object] = {"engine": broker_kind, "port": 0}
     return load_settings(
         node={"name": unique("node"), "data_dir": str(tmp_path)},
         broker=broker,

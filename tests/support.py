@@ -74,7 +74,7 @@ class Mosquitto:
             [mosquitto_binary(), "-c", str(self.conf)], stderr=subprocess.PIPE
         )
         self.lines = LineWatch(self.proc)
-        self.lines.wait_for(re.compile(r"running|Opening ipv4 listen socket"), 10.0)
+        self.lines.wait_for(re.compile(r"mosquitto version \S+ running"), 10.0)  # listening
         return self
 
     def reload(self) -> None:
@@ -253,7 +253,10 @@ class Paho:
             await asyncio.to_thread(self.client.connect, "127.0.0.1", self.port)
         else:
             self.client.connect("127.0.0.1", self.port)
-        self.client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = self.client.socket()
+        if sock is None:  # closed already: a TLS 1.3 server refuses a client cert after connect
+            raise ConnectionResetError("the broker closed the connection")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.client.loop_start()
         reason = await asyncio.wait_for(asyncio.shield(self._answered), 10)
         if reason != "Success":

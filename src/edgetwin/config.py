@@ -83,7 +83,16 @@ class TlsListenerSettings(_Section):
 
 class BrokerSettings(_Section):
     embedded: bool = Field(
-        default=True, description="Run the embedded amqtt broker; false means use an external one."
+        default=True, description="Run an embedded broker; false means use an external one."
+    )
+    engine: Literal["auto", "mosquitto", "amqtt"] = Field(
+        "auto",
+        description="The embedded broker: mosquitto as a child process the node configures "
+        "and restarts, or amqtt in the node's process; auto takes mosquitto if its binary "
+        "is found.",
+    )
+    mosquitto: Path | None = Field(
+        None, description="The mosquitto binary (default: on PATH, or /usr/sbin/mosquitto)."
     )
     host: str = Field("127.0.0.1", description="Broker host (the embedded one binds here).")
     port: int = Field(1883, ge=0, le=65535, description="Broker port (0: any free port).")

@@ -10,6 +10,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
+import functools
 import gc
 import logging
 import time
@@ -17,10 +18,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
-from edgetwin.auth import Identity, Role
-from edgetwin.broker import EmbeddedBroker
+from edgetwin.auth import DeviceEntry, Identity, Role
+from edgetwin.broker import EmbeddedBroker, MosquittoBroker, find_mosquitto
 from edgetwin.config import Settings
-from edgetwin.errors import ManifestError
+from edgetwin.errors import BrokerStartError, ManifestError
 from edgetwin.mappers import Mapper, MapperRuntime, load_mapper
 from edgetwin.mqtt import BrokerAddress, MqttConnection
 from edgetwin.twin import Store, TwinEngine, TwinLink, TwinService, load_manifests
@@ -46,7 +47,7 @@ class Node:
         self.service: TwinService
         self.cloud: CloudSync | None = None
         self.mappers: dict[str, MapperRuntime] = {}
-        self.broker: EmbeddedBroker | None = None
+        self.broker: EmbeddedBroker | MosquittoBroker | None = None
         self.dmi: DmiServer | None = None
         self.metrics: NodeMetrics | None = None
         self.health_port: int | None = None
@@ -73,23 +74,7 @@ class Node:
                 settings.database_path,
                 (time.perf_counter() - started) * 1000,
             )
-            connect: Callable[[], TwinLink]
-            if settings.broker.embedded:
-                self.broker = await stack.enter_async_context(
-                    EmbeddedBroker(
-                        settings.broker.host,
-                        settings.broker.port,
-                        auth=settings.broker.auth,
-                        tls=settings.broker.tls_listener,
-                        protocol_of=self.engine.protocol_of,
-                        max_messages_per_second=settings.broker.max_messages_per_second,
-                        max_packet_bytes=settings.broker.max_packet_bytes,
-                    )
-                )
-                self.broker_port = self.broker.port
-                connect = self.broker.local_connection
-            else:
-                connect = self._mqtt_connection
+            connect = await self._start_broker(stack)
             if settings.health.enabled:
                 from edgetwin.health import NodeMetrics  # noqa: PLC0415 - ~14 MB, only if asked
 
@@ -140,6 +125,43 @@ class Node:
         )
         return self
 
+    async def _start_broker(self, stack: contextlib.AsyncExitStack) -> Callable[[], TwinLink]:
+        """The embedded broker, if the node runs one; how the twin connects."""
+        settings = self.settings.broker
+        if not settings.embedded:
+            return self._mqtt_connection
+        binary = find_mosquitto(settings.mosquitto) if settings.engine != "amqtt" else None
+        if binary is None and settings.engine == "mosquitto":
+            raise BrokerStartError("broker.engine is mosquitto, but no mosquitto binary is found")
+        if binary is not None:
+            folder = self.settings.node.data_dir / "mosquitto"
+            mosquitto = MosquittoBroker(binary, settings, folder, self._device_entries)
+            self.broker = await stack.enter_async_context(mosquitto)
+            self.broker_port = mosquitto.port
+            self.engine.membership_listeners.append(mosquitto.devices_changed)
+            twin = Identity(f"edgetwin-node-twin-{self.settings.node.name}", Role.ADMIN)
+            return functools.partial(self._mqtt_connection, self._credentials(twin))
+        amqtt = EmbeddedBroker(
+            settings.host,
+            settings.port,
+            auth=settings.auth,
+            tls=settings.tls_listener,
+            protocol_of=self.engine.protocol_of,
+            max_messages_per_second=settings.max_messages_per_second,
+            max_packet_bytes=settings.max_packet_bytes,
+        )
+        self.broker = await stack.enter_async_context(amqtt)
+        self.broker_port = amqtt.port
+        return amqtt.local_connection
+
+    def _device_entries(self) -> list[DeviceEntry]:
+        """The node's devices and their protocols, for the broker's ACL."""
+        return [
+            DeviceEntry(device, protocol)
+            for device in self.engine.devices
+            if (protocol := self.engine.protocol_of(device)) is not None
+        ]
+
     async def _apply_manifests(self, path: Path) -> None:
         # Parsed here so the resources die with this frame, before memory is trimmed.
         errors = await self.service.apply(load_manifests(path))
@@ -167,12 +189,17 @@ class Node:
 
     def _mapper_address(self, protocol: str) -> BrokerAddress:
         """A mapper of the node reaches the embedded broker with credentials of its own."""
-        address = self.broker_address()
-        if self.broker is None or not self.broker.gate.enabled:
-            return address
         identity = Identity(f"edgetwin-node-mapper-{protocol}", Role.MAPPER, protocol)
-        user, password = self.broker.gate.internal_user(identity)
-        return dataclasses.replace(address, username=user, password=password)
+        return self._credentials(identity)
+
+    def _credentials(self, identity: Identity) -> BrokerAddress:
+        """Where a client of this process reaches the broker, logged in as ``identity``
+        when the embedded broker asks who is there."""
+        address = self.broker_address()
+        login = self.broker.internal_user(identity) if self.broker is not None else None
+        if login is None:
+            return address
+        return dataclasses.replace(address, username=login[0], password=login[1])
 
     async def _serve_health(self, stack: contextlib.AsyncExitStack, metrics: NodeMetrics) -> None:
         from edgetwin.health import HealthServer  # noqa: PLC0415
@@ -194,10 +221,10 @@ class Node:
             return 503, "text/plain", b"cloud sync has not listed the cluster yet\n"
         return 200, "text/plain", b"ready\n"
 
-    def _mqtt_connection(self) -> MqttConnection:
-        """The twin's client of an external broker: a persistent session, so the broker
-        keeps requests for the twin while it reconnects."""
-        address = BrokerAddress.from_settings(self.settings.broker)
+    def _mqtt_connection(self, address: BrokerAddress | None = None) -> MqttConnection:
+        """The twin's client of a broker over TCP (external, or the mosquitto child): a
+        persistent session, so the broker keeps requests for the twin while it reconnects."""
+        address = address or BrokerAddress.from_settings(self.settings.broker)
         client_id = f"edgetwin-twin-{self.settings.node.name}"
         return MqttConnection(address, client_id=client_id, persistent=True)
 

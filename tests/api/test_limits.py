@@ -1,5 +1,6 @@
 """Configured limits give clear errors: devices per node, properties per device,
-messages per second per client and packet size (on the embedded broker)."""
+messages per second per client and packet size (on the embedded amqtt: mosquitto has no
+per-client rate limit, and its packet limit is its own)."""
 
 from __future__ import annotations
 
@@ -44,7 +45,9 @@ async def test_devices_per_node_and_properties_per_device(tmp_path: Path) -> Non
 
 
 async def test_a_client_over_its_message_rate_is_told_to_slow_down(tmp_path: Path) -> None:
-    settings = _settings(tmp_path, broker={"port": 0, "max_messages_per_second": 5})
+    settings = _settings(
+        tmp_path, broker={"port": 0, "engine": "amqtt", "max_messages_per_second": 5}
+    )
     async with Node(settings) as node:
         name = unique("dev")
         assert await node.service.apply([thermostat_model(), thermostat(name)]) == []
@@ -70,7 +73,9 @@ async def test_with_auth_devices_are_limited_and_mappers_are_not(tmp_path: Path)
     name = unique("dev")
     device = f"default/{name}"
     auth = auth_settings(tmp_path, device, f"default/{unique('other')}")
-    settings = _settings(tmp_path, broker={"port": 0, "max_messages_per_second": 5, "auth": auth})
+    settings = _settings(
+        tmp_path, broker={"port": 0, "engine": "amqtt", "max_messages_per_second": 5, "auth": auth}
+    )
     async with Node(settings) as node:
         assert await node.service.apply([thermostat_model(), thermostat(name)]) == []
         get = topics.twin_get_topic(device)
@@ -120,7 +125,9 @@ async def test_a_packet_over_the_size_limit_ends_the_connection_before_it_is_rea
     tmp_path: Path,
 ) -> None:
     settings = _settings(
-        tmp_path, broker={"port": 0, "max_packet_bytes": 65536}, twin={"max_payload_bytes": 4096}
+        tmp_path,
+        broker={"port": 0, "engine": "amqtt", "max_packet_bytes": 65536},
+        twin={"max_payload_bytes": 4096},
     )
     async with Node(settings) as node:
         assert node.broker is not None

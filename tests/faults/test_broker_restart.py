@@ -2,19 +2,24 @@
 resubscribe, nothing confirmed is lost, and a desired value set meanwhile reaches the device.
 
 Against mosquitto (killed and restarted on its port) with the node and a mapper in this
-process, and against the embedded broker by killing the whole node, with the mapper
-as a process of its own (``edgetwin mapper modbus``).
+process; against the node's own mosquitto child, killed under the node, which starts it
+again; and against each embedded broker by killing the whole node, with the mapper as a
+process of its own (``edgetwin mapper modbus``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
+from edgetwin.broker import MosquittoBroker
 from edgetwin.config import load_settings
 from edgetwin.mappers import MapperRuntime
 from edgetwin.mappers.modbus import ModbusMapper
@@ -73,13 +78,50 @@ async def test_mosquitto_killed_and_restarted(tmp_path: Path) -> None:
             assert node.engine.devices[f"default/{name}"].twins["setpoint"].reported == "25"
 
 
-async def test_embedded_broker_restarted_with_its_node(tmp_path: Path) -> None:
+async def test_the_nodes_mosquitto_killed_is_started_again(tmp_path: Path) -> None:
+    port = free_port()
+    model, name = unique("model"), unique("dev")
+    device = modbus_device(name, model, {"ip": "127.0.0.1", "port": port, "slaveID": 1})
+    settings = load_settings(
+        node={"name": unique("node"), "data_dir": str(tmp_path)},
+        broker={"engine": "mosquitto", "port": 0, "reconnect_max_delay": 0.3},
+    )
+    mapper = ModbusMapper(timeout=0.3, retries=0, reconnect_max_delay=0.5)
+    async with tcp_slaves(port) as slaves, Node(settings) as node:
+        assert isinstance(node.broker, MosquittoBroker)
+        assert node.broker.pid is not None
+        address = node.broker_address()
+        async with MapperRuntime(mapper, address, node=settings.node.name, reconnect_max_delay=0.3):
+            assert await node.service.apply([modbus_model(model), device]) == []
+            async with DeviceWatch(node.broker_port, f"default/{name}") as watch:
+                watch.set(setpoint="20")
+                await watch.until_reported(setpoint="20")
+
+            os.kill(node.broker.pid, signal.SIGKILL)
+            assert await node.service.apply([_with_desired(device, "25")]) == []
+            await asyncio.wait_for(node.broker.restarted.wait(), 20)
+
+            async with DeviceWatch(node.broker_port, f"default/{name}") as watch:
+                await watch.until_reported(setpoint="25")
+            assert await slaves.get(HOLDING, 0) == [250]
+        assert node.broker.restarts == 1
+
+
+@pytest.mark.parametrize("engine", ["amqtt", "mosquitto"])
+async def test_embedded_broker_restarted_with_its_node(tmp_path: Path, engine: str) -> None:
     port = free_port()
     model, name = unique("model"), unique("dev")
     device = modbus_device(name, model, {"ip": "127.0.0.1", "port": port, "slaveID": 1})
     manifests = write_manifests(tmp_path / "manifests", [device], modbus_model(model))
     node_name = unique("node")
-    node = NodeProcess(tmp_path / "data", node=node_name, manifests=manifests)
+    node_config = tmp_path / "node.yaml"
+    node_config.write_text(yaml.safe_dump({"broker": {"engine": engine}}))
+    node = NodeProcess(
+        tmp_path / "data",
+        node=node_name,
+        manifests=manifests,
+        extra=("--config", str(node_config)),
+    )
     config = tmp_path / "mapper.yaml"
     config.write_text(
         yaml.safe_dump(

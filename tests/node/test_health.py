@@ -6,6 +6,7 @@ import asyncio
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from edgetwin.broker import EmbeddedBroker
 from edgetwin.node import Node
 from edgetwin.wire import topics
 from tests.support import Paho, thermostat, thermostat_model, unique
@@ -44,7 +45,7 @@ async def test_metrics_count_what_the_node_did(node: Node) -> None:
         nope = await client.request("$hw/events/device/default/nope/twin/get", {"event_id": "x"})
         assert nope["code"] == 404
         status, text = await http(node.health_port, "/metrics")
-        clients = 1 if node.broker is not None else None
+        clients = 1 if isinstance(node.broker, EmbeddedBroker) else None
 
     assert status == 200
     got = samples(text)
@@ -54,8 +55,10 @@ async def test_metrics_count_what_the_node_did(node: Node) -> None:
     assert got["edgetwin_twin_result_latency_seconds_count", ()] == 3
     assert got["edgetwin_device_state", (("device", device), ("state", "unknown"))] == 1
     assert got["edgetwin_devices", (("state", "unknown"),)] == 1
-    if clients is not None:  # the embedded broker: the paho client (the twin is in-process)
+    if clients is not None:  # amqtt: the paho client (the twin is in-process)
         assert got["edgetwin_broker_clients", ()] == clients
+    else:  # the node's mosquitto, which has not died
+        assert got["edgetwin_broker_restarts_total", ()] == 0
 
 
 async def test_health_and_readiness(node: Node) -> None:

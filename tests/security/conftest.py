@@ -1,5 +1,7 @@
-"""A node behind a broker that asks who you are: the embedded one, or mosquitto with the
-password file and the acl_file edgetwin writes (``edgetwin passwd``, ``edgetwin acl --mosquitto``).
+"""A node behind a broker that asks who you are: each embedded broker (amqtt in the node's
+process; mosquitto as the node's child, with the password file and acl_file the node writes
+itself), or an external mosquitto with the files a person writes with edgetwin
+(``edgetwin passwd``, ``edgetwin acl --mosquitto``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pytest
 import yaml
 
 from edgetwin.auth import Gate, PasswordFile, mosquitto_acl
+from edgetwin.broker import EmbeddedBroker
 from edgetwin.config import AuthSettings, load_settings
 from edgetwin.node import Node
 from tests.support import (
@@ -46,7 +49,7 @@ class Secured:
     a: str
     b: str
     gate: Gate | None
-    """The embedded broker's gate (its counters); None on mosquitto."""
+    """The embedded amqtt's gate (its counters); None on mosquitto."""
 
     def client(
         self,
@@ -89,22 +92,22 @@ def auth_settings(folder: Path, a: str, b: str) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(params=["amqtt", "mosquitto"])
+@pytest.fixture(params=["amqtt", "mosquitto", "external mosquitto"])
 async def secured(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Secured]:
     a, b = unique("a"), unique("b")
     auth = auth_settings(tmp_path, f"default/{a}", f"default/{b}")
     node_name = unique("node")
     async with contextlib.AsyncExitStack() as stack:
-        if request.param == "amqtt":
+        if request.param != "external mosquitto":  # an embedded broker
             settings = load_settings(
                 node={"name": node_name, "data_dir": str(tmp_path)},
                 store={"synchronous": "NORMAL"},
-                broker={"port": 0, "auth": auth},
+                broker={"port": 0, "auth": auth, "engine": request.param},
             )
             node = await stack.enter_async_context(Node(settings))
             await apply_devices(node, a, b)
-            assert node.broker is not None
-            yield Secured(node, node.broker_port, f"default/{a}", f"default/{b}", node.broker.gate)
+            gate = node.broker.gate if isinstance(node.broker, EmbeddedBroker) else None
+            yield Secured(node, node.broker_port, f"default/{a}", f"default/{b}", gate)
             return
         broker, node, config = await stack.enter_async_context(
             node_on_mosquitto(tmp_path, auth, node_name)

@@ -1,6 +1,6 @@
 """The log is not the clients' to write: a topic with a line break cannot start a forged line
 (text or JSON format), and a client sending refused requests as fast as it can gets one
-line per device and reason every 10 s, the rest counted. On the embedded broker (mosquitto
+line per device and reason every 10 s, the rest counted. The forged line on amqtt (mosquitto
 refuses control characters in topics itself)."""
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ async def test_a_topic_with_a_line_break_cannot_forge_a_log_line(
     log_format: str, tmp_path: Path
 ) -> None:
     config = tmp_path / "node.yaml"
-    config.write_text(yaml.safe_dump({"log": {"format": log_format}}))
+    config.write_text(
+        yaml.safe_dump({"log": {"format": log_format}, "broker": {"engine": "amqtt"}})
+    )
     node = NodeProcess(tmp_path / "data", node=unique("node"), extra=("--config", str(config)))
     with node:
         async with Paho(node.port) as client:

@@ -252,6 +252,10 @@ class _KubeEdgeBroker(Broker):  # type: ignore[misc]
             return False
         return self.gate.allows(identity, Access(action.value), topic, session.client_id)
 
+    def internal_user(self, identity: Identity) -> tuple[str, str] | None:
+        """Credentials for a client of this process (a mapper), or None without auth."""
+        return self.gate.internal_user(identity) if self.gate.enabled else None
+
     def connected_clients(self) -> int:
         return sum(1 for s, _ in self._sessions.values() if s.transitions.state == "connected")
 
@@ -481,6 +485,10 @@ class EmbeddedBroker:
             ", authentication and ACL on" if self.gate.enabled else "",
         )
         return self
+
+    def internal_user(self, identity: Identity) -> tuple[str, str] | None:
+        """Credentials for a client of this process (a mapper), or None without auth."""
+        return self.gate.internal_user(identity) if self.gate.enabled else None
 
     def connected_clients(self) -> int:
         return self._broker.connected_clients() if self._broker else 0

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from edgetwin.broker import EmbeddedBroker
+from edgetwin.broker import EmbeddedBroker, MosquittoBroker
 from edgetwin.mappers import MapperRuntime
 from edgetwin.twin import TwinEngine
 from edgetwin.wire.messages import Code
@@ -34,7 +34,7 @@ class Observed(Protocol):
     @property
     def engine(self) -> TwinEngine: ...
     @property
-    def broker(self) -> EmbeddedBroker | None: ...
+    def broker(self) -> EmbeddedBroker | MosquittoBroker | None: ...
     @property
     def cloud(self) -> CloudSync | None: ...
     @property
@@ -65,8 +65,15 @@ class _NodeCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from self._twin()
         yield from self._devices()
-        if self._node.broker is not None:
-            yield from self._broker(self._node.broker)
+        broker = self._node.broker
+        if isinstance(broker, EmbeddedBroker):
+            yield from self._broker(broker)
+        elif broker is not None:
+            yield CounterMetricFamily(
+                "edgetwin_broker_restarts",
+                "Times the embedded mosquitto died and was started again.",
+                value=broker.restarts,
+            )
         if self._node.cloud is not None:
             yield from self._cloud(self._node.cloud)
         mappers = GaugeMetricFamily(
@@ -116,7 +123,7 @@ class _NodeCollector(Collector):
             labels=["source"],
         )
         suppressed.add_metric(["twin"], engine.rejections.suppressed)
-        if self._node.broker is not None:
+        if isinstance(self._node.broker, EmbeddedBroker):
             suppressed.add_metric(["broker"], self._node.broker.gate.log.suppressed)
         yield suppressed
 

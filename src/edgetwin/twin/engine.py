@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -106,6 +107,8 @@ class TwinEngine:
         self.out_of_range_reports = 0
         """Reported values kept although outside their model's bounds."""
         self.report_to_cloud = False
+        self.membership_listeners: list[Callable[[], None]] = []
+        """Told when devices join or leave the node (the broker rewrites its ACL)."""
         """Set when a cloud sync runs: changes then also go to the outbox."""
         self.cloud_pending: set[str] = set()
         self.rejections = ThrottledLog(log)
@@ -675,6 +678,8 @@ class TwinEngine:
         """Turn the devices an outcome added and removed into one ``membership/updated``."""
         if not outcome.added and not outcome.removed:
             return
+        for listener in self.membership_listeners:
+            listener()
         body = {
             "event_id": "",
             "timestamp": now_ms(),
