@@ -266,6 +266,10 @@ class Settings(_Section):
         return self.node.data_dir / self.store.file_name
 
 
+DEFAULTS = Settings()
+"""Every setting's default, for code that takes one as an argument: each default's one home
+is its Field above."""
+
 ENV_PREFIX = "EDGETWIN_"
 
 

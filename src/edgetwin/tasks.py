@@ -35,16 +35,30 @@ def _log_crash(task: asyncio.Task[None]) -> None:
 
 class Backoff:
     """Delays between retries: from ``first`` doubling up to ``max_delay``, each jittered
-    by ±50 % so that many retrying clients spread out; :meth:`reset` after a success."""
+    by ±50 % so that many retrying clients spread out; :meth:`reset` after a success.
+    The one backoff of the node (broker links, watches, Modbus, DMI calls, mosquitto)."""
 
     def __init__(self, max_delay: float, first: float = 0.1) -> None:
         self.first = first
         self.max_delay = max_delay
         self._delay = first
+        self.failures = 0
+        """Failures since the last :meth:`reset`."""
+
+    def next_delay(self) -> float:
+        """The (jittered) delay before the next attempt; the one after it doubles."""
+        delay = self._delay * random.uniform(0.5, 1.5)  # noqa: S311 - jitter
+        self._delay = min(self._delay * 2, self.max_delay)
+        self.failures += 1
+        return delay
 
     async def wait(self) -> None:
-        await asyncio.sleep(self._delay * random.uniform(0.5, 1.5))  # noqa: S311 - jitter
-        self._delay = min(self._delay * 2, self.max_delay)
+        await asyncio.sleep(self.next_delay())
+
+    def longest(self) -> None:
+        """Wait the longest delay from now on (an error that retrying soon will not fix)."""
+        self._delay = self.max_delay
 
     def reset(self) -> None:
         self._delay = self.first
+        self.failures = 0

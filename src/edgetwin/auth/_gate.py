@@ -19,7 +19,7 @@ from pathlib import Path
 
 from edgetwin.auth._access import ANONYMOUS_ADMIN, AccessPolicy, Action, Identity, Role
 from edgetwin.auth._passwords import PasswordFile
-from edgetwin.config import AuthSettings
+from edgetwin.config import DEFAULTS, AuthSettings
 from edgetwin.logs import ThrottledLog
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class Gate:
         protocol_of: Callable[[str], str | None],
         *,
         client_certs: bool = False,
-        max_messages_per_second: float = 200.0,
+        max_messages_per_second: float = DEFAULTS.broker.max_messages_per_second,
     ) -> None:
         self.enabled = auth.password_file is not None or client_certs
         """Anonymous clients are refused and the ACL applies; otherwise everyone is admin."""

@@ -45,7 +45,7 @@ from amqtt.utils import gen_client_id
 from edgetwin.auth import Action as Access
 from edgetwin.auth import Gate, Identity
 from edgetwin.broker._local import LocalConnection
-from edgetwin.config import AuthSettings, TlsListenerSettings
+from edgetwin.config import DEFAULTS, AuthSettings, TlsListenerSettings
 from edgetwin.errors import BrokerStartError
 from edgetwin.wire import topics
 from edgetwin.wire.messages import Code, error_result
@@ -429,8 +429,8 @@ class EmbeddedBroker:
         auth: AuthSettings | None = None,
         tls: TlsListenerSettings | None = None,
         protocol_of: Callable[[str], str | None] = lambda _device: None,
-        max_messages_per_second: float = 200.0,
-        max_packet_bytes: int = 1_048_576,
+        max_messages_per_second: float = DEFAULTS.broker.max_messages_per_second,
+        max_packet_bytes: int = DEFAULTS.broker.max_packet_bytes,
     ) -> None:
         self.host = host
         self._max_packet_bytes = max_packet_bytes

@@ -11,7 +11,6 @@ reload it. It reconnects as the node's other clients do.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
@@ -23,8 +22,7 @@ import orjson
 
 from edgetwin.auth import DeviceEntry, mosquitto_acl
 from edgetwin.config import Settings
-from edgetwin.mqtt import BrokerAddress, MqttConnection, serve_reconnecting
-from edgetwin.tasks import start_guarded, stop_task
+from edgetwin.mqtt import BrokerAddress, MqttConnection, Session
 from edgetwin.wire import topics
 
 log = logging.getLogger(__name__)
@@ -79,32 +77,25 @@ class MosquittoAclFollower:
         self._asked: str | None = None
         """The event_id of the membership request in flight, if any."""
         self._stale = False
-        self._task: asyncio.Task[None] | None = None
+        self._session = Session(
+            self._connect,
+            on_connect=self._on_connect,
+            on_batch=self._on_batch,
+            on_disconnect=self._on_disconnect,
+            max_delay=settings.broker.reconnect_max_delay,
+            name="acl follower",
+        )
 
     def _connect(self) -> MqttConnection:
         return MqttConnection(self._address, client_id=f"edgetwin-acl-{uuid.uuid4().hex[:8]}")
 
     async def __aenter__(self) -> Self:
-        first = self._connect()
-        await first.__aenter__()  # a broker that cannot be reached is a one-line error now
-        await self._on_connect(first)
-        self._task = start_guarded(
-            serve_reconnecting(
-                first,
-                self._connect,
-                on_connect=self._on_connect,
-                on_batch=self._on_batch,
-                on_disconnect=self._on_disconnect,
-                max_delay=self.settings.broker.reconnect_max_delay,
-                name="acl follower",
-            ),
-            "acl-follower",
-        )
+        await self._session.__aenter__()  # a broker that cannot be reached is a clear error now
         log.info("following the devices of node %s into %s", self.settings.node.name, self.output)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await stop_task(self._task)
+        await self._session.__aexit__(None, None, None)
 
     async def _on_connect(self, link: MqttConnection) -> None:
         self._link = link

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from edgetwin.cloud._client import KubeApi
 from edgetwin.cloud._errors import BadRequestError, ForbiddenError, GoneError
+from edgetwin.config import DEFAULTS
 from edgetwin.errors import CloudError
+from edgetwin.tasks import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class ResourceWatcher:
         selector: str = "",
         keep: Callable[[Obj], bool] = lambda _: True,
         watch_timeout: int = 300,
-        max_delay: float = 30.0,
+        max_delay: float = DEFAULTS.cloud.retry_max_delay,
         counters: WatchCounters | None = None,
     ) -> None:
         self.api = api
@@ -77,14 +78,14 @@ class ResourceWatcher:
 
     async def run(self) -> None:
         resource_version: str | None = None
-        delay = 0.2
+        backoff = Backoff(self.max_delay, first=0.2)
         while True:
             try:
                 if resource_version is None:
                     resource_version = await self._list()
                 resource_version = await self._watch(resource_version)
                 self.reachable = True
-                delay = 0.2
+                backoff.reset()
                 continue
             except GoneError:
                 log.info("watch of %s expired; listing again", self._where)
@@ -106,13 +107,12 @@ class ResourceWatcher:
             except ForbiddenError as exc:
                 self.reachable = False
                 log.error("%s: the node's Role does not allow it: %s", self._where, exc)  # noqa: TRY400
-                delay = self.max_delay
+                backoff.longest()
             except CloudError as exc:
                 self.reachable = False
-                log.warning("%s: %s; retrying in %.1f s", self._where, exc, delay)
+                log.warning("%s: %s; trying again", self._where, exc)
             self.counters.watch_restarts += 1
-            await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # noqa: S311 - jitter
-            delay = min(delay * 2, self.max_delay)
+            await backoff.wait()
 
     async def _list(self) -> str:
         objects, resource_version = await self.api.list(self.plural, self.namespace, self.selector)

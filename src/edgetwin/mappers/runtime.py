@@ -23,11 +23,11 @@ from typing import Any, Self
 import orjson
 from pydantic import ValidationError
 
+from edgetwin.config import DEFAULTS
 from edgetwin.errors import BrokerUnreachableError
 from edgetwin.mappers.device import DeviceWorker
 from edgetwin.mappers.plugin import DeviceConfigError, Mapper
-from edgetwin.mqtt import BrokerAddress, MqttConnection, serve_reconnecting
-from edgetwin.tasks import start_guarded, stop_task
+from edgetwin.mqtt import BrokerAddress, MqttConnection, Session
 from edgetwin.wire import topics
 from edgetwin.wire.messages import Code, DeviceState, encode, error_body, error_result, now_ms
 from edgetwin.wire.spec import DeviceSpecMessage
@@ -44,7 +44,7 @@ class MapperRuntime:
         address: BrokerAddress,
         *,
         node: str | None = None,
-        reconnect_max_delay: float = 10.0,
+        reconnect_max_delay: float = DEFAULTS.broker.reconnect_max_delay,
     ) -> None:
         self.mapper = mapper
         self.node = node
@@ -61,23 +61,27 @@ class MapperRuntime:
         self._events = itertools.count()
         self._device_filters: list[str] = []
         self._mqtt: MqttConnection | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._session = Session(
+            self._connection,
+            on_connect=self._on_connect,
+            on_batch=self._on_batch,
+            on_disconnect=self._on_disconnect,
+            max_delay=self.reconnect_max_delay,
+            name=f"mapper {self.protocol}",
+        )
 
     async def __aenter__(self) -> Self:
-        first = self._connection()
-        await first.__aenter__()  # fail fast with a clear error if the broker is not there
+        await self.mapper.start(self)
         try:
-            await self.mapper.start(self)
-            await self._on_connect(first)
+            await self._session.__aenter__()
         except BaseException:
-            await first.__aexit__(None, None, None)
+            await self.mapper.stop()
             raise
-        self._task = start_guarded(self._serve(first), f"mapper-{self.protocol}")
         log.info("mapper %s connected to %s", self.protocol, self.address)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await stop_task(self._task)
+        await self._session.__aexit__(None, None, None)
         for worker in list(self.devices.values()):
             await worker.stop()
         self.devices.clear()
@@ -145,17 +149,6 @@ class MapperRuntime:
         for worker in self.devices.values():
             worker.resync()
             self._ask_twin(worker.id)
-
-    async def _serve(self, first: MqttConnection) -> None:
-        await serve_reconnecting(
-            first,
-            self._connection,
-            on_connect=self._on_connect,
-            on_batch=self._on_batch,
-            on_disconnect=self._on_disconnect,
-            max_delay=self.reconnect_max_delay,
-            name=f"mapper {self.protocol}",
-        )
 
     def _connection(self) -> MqttConnection:
         return MqttConnection(self.address, client_id=self._client_id)

@@ -1,6 +1,6 @@
 """The node's MQTT client (MQTT 3.1.1 on asyncio), and serving a connection that comes back."""
 
 from edgetwin.mqtt._client import BrokerAddress, MqttConnection, request
-from edgetwin.mqtt._reconnect import Link, serve_reconnecting
+from edgetwin.mqtt._reconnect import Link, Session
 
-__all__ = ["BrokerAddress", "Link", "MqttConnection", "request", "serve_reconnecting"]
+__all__ = ["BrokerAddress", "Link", "MqttConnection", "Session", "request"]

@@ -28,7 +28,7 @@ from typing import Self
 
 import orjson
 
-from edgetwin.config import BrokerSettings
+from edgetwin.config import DEFAULTS, BrokerSettings
 from edgetwin.errors import BrokerUnreachableError, RequestError
 from edgetwin.mqtt import _codec as codec
 
@@ -43,8 +43,8 @@ _PAUSE_AT = 10_000
 class BrokerAddress:
     """Where and how to connect; built from the broker settings."""
 
-    host: str = "127.0.0.1"
-    port: int = 1883
+    host: str = DEFAULTS.broker.host
+    port: int = DEFAULTS.broker.port
     username: str | None = None
     password: str | None = None
     ca_file: Path | None = None
@@ -52,8 +52,8 @@ class BrokerAddress:
     key_file: Path | None = None
     tls_insecure: bool = False
     tls: bool = False
-    keepalive: int = 30
-    max_packet_bytes: int = 1_048_576
+    keepalive: int = DEFAULTS.broker.keepalive
+    max_packet_bytes: int = DEFAULTS.broker.max_packet_bytes
 
     @classmethod
     def from_settings(cls, settings: BrokerSettings, port: int | None = None) -> BrokerAddress:

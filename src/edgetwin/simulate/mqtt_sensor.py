@@ -20,7 +20,7 @@ import orjson
 
 from edgetwin.errors import BrokerUnreachableError
 from edgetwin.mqtt import BrokerAddress, MqttConnection
-from edgetwin.tasks import start_guarded, stop_task
+from edgetwin.tasks import Backoff, start_guarded, stop_task
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +50,13 @@ class MqttSensorSimulator:
         await stop_task(self._task)
 
     async def _run(self) -> None:
-        delay = 0.2
+        backoff = Backoff(5.0, first=0.2)
         while True:
             try:
                 await self._serve()
             except BrokerUnreachableError as exc:
-                log.warning("sensor %s: %s; retrying in %.1f s", self.name, exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+                log.warning("sensor %s: %s; connecting again", self.name, exc)
+            await backoff.wait()
 
     async def _serve(self) -> None:
         will = (self.availability_topic, b"offline")

@@ -23,8 +23,9 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol, Self
 
+from edgetwin.config import DEFAULTS
 from edgetwin.errors import BrokerUnreachableError, StoreError
-from edgetwin.mqtt import serve_reconnecting
+from edgetwin.mqtt import Session
 from edgetwin.tasks import start_guarded, stop_task
 from edgetwin.twin.engine import Outcome, Publication, TwinEngine
 from edgetwin.twin.store import Store, WriteBatch
@@ -58,47 +59,38 @@ class TwinService:
         store: Store,
         connect: Callable[[], TwinLink],
         *,
-        reconnect_max_delay: float = 10.0,
+        reconnect_max_delay: float = DEFAULTS.broker.reconnect_max_delay,
         observe_latency: Callable[[float], None] = lambda _seconds: None,
     ) -> None:
         self.engine = engine
         self._observe_latency = observe_latency
         """Told, for each request, the seconds from its arrival to its result going out."""
         self.store = store
-        self._connect = connect
-        self.reconnect_max_delay = reconnect_max_delay
         self.connected = asyncio.Event()
         self._mqtt: TwinLink | None = None
         self._outbound: deque[tuple[asyncio.Future[None], list[Outcome], float | None]] = deque()
         self._outbound_ready = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._publisher: asyncio.Task[None] | None = None
         self._drained = asyncio.Event()
         self._drained.set()
-        self._unserved: TwinLink | None = None
-        """The first connection, until the serving task has taken it over."""
+        self._session = Session(
+            connect,
+            on_connect=self._on_connect,
+            on_batch=self._on_batch,
+            on_disconnect=self._on_disconnect,
+            max_delay=reconnect_max_delay,
+            name="twin API",
+        )
 
     async def __aenter__(self) -> Self:
-        first = self._connect()
-        await first.__aenter__()  # fail fast with a clear error if the broker is not there
-        try:
-            await self._on_connect(first)
-        except BaseException:
-            await first.__aexit__(None, None, None)
-            raise
-        self._unserved = first
-        self._tasks = [
-            start_guarded(self._serve(first), "twin-serve"),
-            start_guarded(self._publish_loop(), "twin-publish"),
-        ]
+        await self._session.__aenter__()
+        self._publisher = start_guarded(self._publish_loop(), "twin-publish")
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        serve, publish = self._tasks
-        await stop_task(serve)
-        if self._unserved is not None:  # stopped before the task ran: the link is still ours
-            await self._unserved.__aexit__(None, None, None)
+        await self._session.__aexit__(None, None, None)
         await self._drained.wait()  # let committed results go out before we disconnect
-        await stop_task(publish)
+        await stop_task(self._publisher)
 
     # --- resources --------------------------------------------------------------------------
 
@@ -124,18 +116,6 @@ class TwinService:
             mqtt.publish_nowait(pub.topic, pub.payload, qos=pub.qos, retain=pub.retain)
         self.connected.set()
         log.info("twin API connected to %s as node %s", mqtt.address, self.engine.node)
-
-    async def _serve(self, first: TwinLink) -> None:
-        self._unserved = None  # serve_reconnecting closes it from here on
-        await serve_reconnecting(
-            first,
-            self._connect,
-            on_connect=self._on_connect,
-            on_batch=self._on_batch,
-            on_disconnect=self._on_disconnect,
-            max_delay=self.reconnect_max_delay,
-            name="twin API",
-        )
 
     def _on_disconnect(self) -> None:
         self.connected.clear()

@@ -31,7 +31,7 @@ import grpc
 import orjson
 from google.protobuf.message import Message
 
-from edgetwin.config import DmiSettings
+from edgetwin.config import DEFAULTS, DmiSettings
 from edgetwin.errors import EdgetwinError
 from edgetwin.logs import ThrottledLog, printable
 from edgetwin.mappers.dmi._api import dmi_v1beta1_api_pb2 as pb
@@ -71,7 +71,7 @@ class DmiServer:
         runtimes: dict[str, MapperRuntime],
         runtime_for: Callable[[Mapper], MapperRuntime],
         *,
-        reconnect_max_delay: float = 10.0,
+        reconnect_max_delay: float = DEFAULTS.broker.reconnect_max_delay,
     ) -> None:
         self.settings = settings
         self.path = settings.socket

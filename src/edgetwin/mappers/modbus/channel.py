@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,8 +33,9 @@ from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
+from edgetwin.config import DEFAULTS
 from edgetwin.mappers.plugin import DeviceConfigError, DeviceUnavailableError, PropertyError
-from edgetwin.tasks import start_guarded, stop_task
+from edgetwin.tasks import Backoff, start_guarded, stop_task
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class Channel:
         *,
         timeout: float = 1.0,
         retries: int = 1,
-        reconnect_max_delay: float = 10.0,
+        reconnect_max_delay: float = DEFAULTS.broker.reconnect_max_delay,
     ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
@@ -141,7 +141,7 @@ class Channel:
         self._queue: asyncio.PriorityQueue[tuple[int, int, _Job]] = asyncio.PriorityQueue()
         self._order = itertools.count()
         self._client: ModbusBaseClient | None = None
-        self._delay = 0.0
+        self._backoff = Backoff(reconnect_max_delay, first=0.2)
         self._retry_at = 0.0
         self._closed = False
         self._worker = start_guarded(self._work(), f"modbus-{endpoint}")
@@ -224,13 +224,12 @@ class Channel:
         client = self._make_client()
         if await client.connect():
             self._client = client
-            if self._delay:
+            if self._backoff.failures:
                 log.info("modbus %s: connected again", self.endpoint)
-            self._delay = 0.0
+            self._backoff.reset()
             return client
         client.close()
-        self._delay = min(max(self._delay * 2, 0.2), self.reconnect_max_delay)
-        self._retry_at = time.monotonic() + self._delay * random.uniform(0.5, 1.0)  # noqa: S311
+        self._retry_at = time.monotonic() + self._backoff.next_delay()
         raise DeviceUnavailableError(f"{self.endpoint}: cannot connect")
 
     def _make_client(self) -> ModbusBaseClient:

@@ -17,6 +17,7 @@ from pymodbus.pdu.register_message import (
     WriteSingleRegisterRequest,
 )
 
+from edgetwin.config import DEFAULTS
 from edgetwin.mappers.modbus.channel import WRITE, Channel, Endpoint, slave_id
 from edgetwin.mappers.modbus.plan import ReadRange, plan_reads
 from edgetwin.mappers.modbus.visitor import Register, Visitor
@@ -48,7 +49,7 @@ class ModbusMapper(Mapper):
         coalesce: bool = True,
         timeout: float = 1.0,
         retries: int = 1,
-        reconnect_max_delay: float = 10.0,
+        reconnect_max_delay: float = DEFAULTS.broker.reconnect_max_delay,
     ) -> None:
         self.coalesce = coalesce
         self.timeout = timeout
