@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
 from edgetwin.auth import DeviceEntry, Identity, Role
-from edgetwin.broker import EmbeddedBroker, MosquittoBroker, find_mosquitto
+from edgetwin.broker import MosquittoBroker, find_mosquitto
 from edgetwin.config import Settings
 from edgetwin.errors import BrokerStartError, ManifestError
 from edgetwin.mappers import Mapper, MapperRuntime, load_mapper
@@ -27,6 +27,7 @@ from edgetwin.mqtt import BrokerAddress, MqttConnection
 from edgetwin.twin import Store, TwinEngine, TwinLink, TwinService, load_manifests
 
 if TYPE_CHECKING:
+    from edgetwin.broker import EmbeddedBroker
     from edgetwin.cloud import CloudSync
     from edgetwin.health import NodeMetrics
     from edgetwin.mappers.dmi import DmiServer
@@ -141,6 +142,8 @@ class Node:
             self.engine.membership_listeners.append(mosquitto.devices_changed)
             twin = Identity(f"edgetwin-node-twin-{self.settings.node.name}", Role.ADMIN)
             return functools.partial(self._mqtt_connection, self._credentials(twin))
+        from edgetwin.broker import EmbeddedBroker  # noqa: PLC0415 - amqtt only if it runs
+
         amqtt = EmbeddedBroker(
             settings.host,
             settings.port,

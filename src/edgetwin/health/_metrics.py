@@ -17,12 +17,13 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from edgetwin.broker import EmbeddedBroker, MosquittoBroker
+from edgetwin.broker import MosquittoBroker
 from edgetwin.mappers import MapperRuntime
 from edgetwin.twin import TwinEngine
 from edgetwin.wire.messages import Code
 
 if TYPE_CHECKING:
+    from edgetwin.broker import EmbeddedBroker
     from edgetwin.cloud import CloudSync
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -66,14 +67,14 @@ class _NodeCollector(Collector):
         yield from self._twin()
         yield from self._devices()
         broker = self._node.broker
-        if isinstance(broker, EmbeddedBroker):
-            yield from self._broker(broker)
-        elif broker is not None:
+        if isinstance(broker, MosquittoBroker):
             yield CounterMetricFamily(
                 "edgetwin_broker_restarts",
                 "Times the embedded mosquitto died and was started again.",
                 value=broker.restarts,
             )
+        elif broker is not None:
+            yield from self._broker(broker)
         if self._node.cloud is not None:
             yield from self._cloud(self._node.cloud)
         mappers = GaugeMetricFamily(
@@ -123,8 +124,9 @@ class _NodeCollector(Collector):
             labels=["source"],
         )
         suppressed.add_metric(["twin"], engine.rejections.suppressed)
-        if isinstance(self._node.broker, EmbeddedBroker):
-            suppressed.add_metric(["broker"], self._node.broker.gate.log.suppressed)
+        broker = self._node.broker
+        if broker is not None and not isinstance(broker, MosquittoBroker):
+            suppressed.add_metric(["broker"], broker.gate.log.suppressed)
         yield suppressed
 
     def _devices(self) -> Iterator[Metric]:
