@@ -11,14 +11,20 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
+from pydantic.dataclasses import dataclass
 
 from edgetwin.wire.resources import AccessMode, Device, DeviceModel, PropertyType
 
 DEFAULT_CYCLE_MS = 1000
 
 
-class PropertySpec(BaseModel):
-    model_config = ConfigDict(frozen=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PropertySpec:
+    """One property of the spec message.
+
+    A slotted dataclass, not a model: a mapper keeps one per property of every device
+    it serves, and a model instance cost ~1 KB more (its ``__dict__`` and the set of
+    fields it was given), 8 of the 9.6 KB a device of the Modbus test model took."""
 
     name: str
     type: PropertyType
