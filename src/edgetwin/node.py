@@ -137,10 +137,12 @@ class Node:
         if binary is not None:
             folder = self.settings.node.data_dir / "mosquitto"
             mosquitto = MosquittoBroker(binary, settings, folder, self._device_entries)
+            twin = Identity(f"edgetwin-node-twin-{self.settings.node.name}", Role.ADMIN)
+            for identity in (twin, *map(_mapper_identity, self.settings.mappers)):
+                mosquitto.internal_user(identity)  # in its password file from the start
             self.broker = await stack.enter_async_context(mosquitto)
             self.broker_port = mosquitto.port
             self.engine.membership_listeners.append(mosquitto.devices_changed)
-            twin = Identity(f"edgetwin-node-twin-{self.settings.node.name}", Role.ADMIN)
             return functools.partial(self._mqtt_connection, self._credentials(twin))
         from edgetwin.broker import EmbeddedBroker  # noqa: PLC0415 - amqtt only if it runs
 
@@ -192,8 +194,7 @@ class Node:
 
     def _mapper_address(self, protocol: str) -> BrokerAddress:
         """A mapper of the node reaches the embedded broker with credentials of its own."""
-        identity = Identity(f"edgetwin-node-mapper-{protocol}", Role.MAPPER, protocol)
-        return self._credentials(identity)
+        return self._credentials(_mapper_identity(protocol))
 
     def _credentials(self, identity: Identity) -> BrokerAddress:
         """Where a client of this process reaches the broker, logged in as ``identity``
@@ -237,6 +238,11 @@ class Node:
 
 
 CONTENT_TYPE_METRICS = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _mapper_identity(protocol: str) -> Identity:
+    """Who a mapper of the node is to the embedded broker."""
+    return Identity(f"edgetwin-node-mapper-{protocol}", Role.MAPPER, protocol)
 
 
 def _ignore(_seconds: float) -> None:

@@ -67,10 +67,9 @@ async def test_a_broker_that_stops_answering_is_left_after_one_and_a_half_keepal
     async with MqttConnection(address) as mqtt:
         os.kill(broker.proc.pid, signal.SIGSTOP)  # alive, connected, silent
         try:
-            started = asyncio.get_running_loop().time()
+            # 1.5 keep-alives is 1.5 s; 5 s leaves room for a loaded machine, not for "never".
             with pytest.raises(BrokerUnreachableError, match="keep-alive"):
-                await asyncio.wait_for(_drain(mqtt), 10)
-            assert asyncio.get_running_loop().time() - started < 3
+                await asyncio.wait_for(_drain(mqtt), 5)
         finally:
             os.kill(broker.proc.pid, signal.SIGCONT)
 

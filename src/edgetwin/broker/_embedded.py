@@ -252,10 +252,6 @@ class _KubeEdgeBroker(Broker):  # type: ignore[misc]
             return False
         return self.gate.allows(identity, Access(action.value), topic, session.client_id)
 
-    def internal_user(self, identity: Identity) -> tuple[str, str] | None:
-        """Credentials for a client of this process (a mapper), or None without auth."""
-        return self.gate.internal_user(identity) if self.gate.enabled else None
-
     def connected_clients(self) -> int:
         return sum(1 for s, _ in self._sessions.values() if s.transitions.state == "connected")
 

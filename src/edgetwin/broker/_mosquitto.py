@@ -19,7 +19,6 @@ What amqtt does and this does not: the per-client message rate limit
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import ctypes.util
 import getpass
@@ -105,10 +104,12 @@ class MosquittoBroker:
         self.auth_enabled = settings.auth.password_file is not None or bool(
             tls and tls.require_client_cert
         )
-        self._internal: dict[str, tuple[str, Identity]] = {}
+        self._internal: dict[str, tuple[str, str, Identity]] = {}
+        """The node's own clients: user -> (password, its hash, identity)."""
+        self._rewrite: asyncio.Handle | None = None
+        """A rewrite of the auth files already asked for in this loop turn."""
         self._proc: asyncio.subprocess.Process | None = None
         self._supervisor: asyncio.Task[None] | None = None
-        self._stopping = False
         self._lines = ThrottledLog(log)
         self._child_setup = _die_with_parent()
         self.restarts = 0
@@ -168,7 +169,7 @@ class MosquittoBroker:
         auth = self.settings.auth
         admins = [*auth.admins]
         mappers = dict(auth.mappers)
-        for user, (_password, identity) in self._internal.items():
+        for user, (_password, _hash, identity) in self._internal.items():
             if identity.role is Role.MAPPER:
                 mappers[user] = identity.scope
             else:
@@ -176,33 +177,40 @@ class MosquittoBroker:
         return auth.model_copy(update={"admins": admins, "mappers": mappers})
 
     def _write_auth_files(self) -> None:
-        if not self.auth_enabled:
-            return
+        """The password file (the configured users and the node's own) and the ACL."""
+        self._rewrite = None
         configured = self.settings.auth.password_file
         passwords = PasswordFile.load(configured) if configured else PasswordFile(Path())
         passwords.path = self.folder / "passwd"
-        for user, (password, _identity) in self._internal.items():
-            passwords.entries[user] = hash_password(password, iterations=1000)
+        passwords.entries |= {user: entry for user, (_, entry, _) in self._internal.items()}
         passwords.save()
         _write_private(self.folder / "acl", mosquitto_acl(self._auth(), self._devices()))
 
     def internal_user(self, identity: Identity) -> tuple[str, str] | None:
         """Credentials for a client of this process (the twin, a mapper), or None without auth.
 
-        Known to mosquitto from the next reload, which this asks for.
+        Ask before the broker starts, and they are in its password file from the first
+        moment; asked later, mosquitto knows them once it has reloaded, which this asks for.
         """
         if not self.auth_enabled:
             return None
-        password = secrets.token_urlsafe(24)
-        self._internal[identity.user] = (password, identity)
+        known = self._internal.get(identity.user)
+        if known is not None:
+            return identity.user, known[0]
+        password = secrets.token_urlsafe(24)  # random and long: few hash iterations do
+        entry = hash_password(password, iterations=1000)
+        self._internal[identity.user] = (password, entry, identity)
         if self._proc is not None:
-            self.devices_changed()
+            self._reload()
         return identity.user, password
 
     def devices_changed(self) -> None:
-        """Rewrite the ACL (and password file) and have mosquitto read them again."""
-        if not self.auth_enabled:
-            return
+        """Have the auth files rewritten and mosquitto read them again, once for all the
+        changes of this event-loop turn."""
+        if self.auth_enabled and self._rewrite is None:
+            self._rewrite = asyncio.get_running_loop().call_soon(self._reload)
+
+    def _reload(self) -> None:
         self._write_auth_files()
         proc = self._proc
         if proc is not None and proc.returncode is None:
@@ -218,12 +226,13 @@ class MosquittoBroker:
         if tls is not None and self.tls_port == 0:
             self.tls_port = _free_port(tls.host)
         _write_private(self.conf_path, self._config())
-        self._write_auth_files()
+        if self.auth_enabled:
+            self._write_auth_files()
         await self._start()
         self._supervisor = start_guarded(self._supervise(), "mosquitto-supervisor")
         log.info(
             "embedded MQTT broker (mosquitto, pid %d) listening on %s:%d%s%s",
-            self._proc.pid if self._proc else 0,
+            self.pid or 0,
             self.host,
             self.port,
             f", TLS on {tls.host}:{self.tls_port}" if tls else "",
@@ -244,6 +253,17 @@ class MosquittoBroker:
             )
         except OSError as exc:
             raise BrokerStartError(f"cannot start mosquitto ({self.binary}): {exc}") from exc
+        try:
+            await self._until_running(proc)
+        except BaseException:  # timed out, exited, or cancelled while starting
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            raise
+        self._proc = proc
+
+    async def _until_running(self, proc: asyncio.subprocess.Process) -> None:
+        """Until mosquitto says it runs (its listeners are open); BrokerStartError if not."""
         assert proc.stderr is not None
         said: list[str] = []
         try:
@@ -255,13 +275,10 @@ class MosquittoBroker:
                         raise self._start_error(proc.returncode, said)
                     said.append(line.decode(errors="replace").strip())
         except TimeoutError:
-            proc.kill()
-            await proc.wait()
             last = printable(" / ".join(said[-3:]))
             raise BrokerStartError(
                 f"mosquitto did not start within {_START_TIMEOUT:g} s: {last}"
             ) from None
-        self._proc = proc
 
     def _start_error(self, code: int | None, said: list[str]) -> BrokerStartError:
         if any("Address already in use" in line for line in said):
@@ -284,8 +301,6 @@ class MosquittoBroker:
             async for raw in proc.stderr:
                 self._forward(raw.decode(errors="replace").strip())
             code = await proc.wait()
-            if self._stopping:
-                return
             self.restarts += 1
             self.restarted.clear()
             log.error("mosquitto exited (%d); starting it again", code)
@@ -307,7 +322,9 @@ class MosquittoBroker:
             log.debug("mosquitto: %s", printable(line))
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self._stopping = True
+        await stop_task(self._supervisor)  # no restart from here on
+        if self._rewrite is not None:
+            self._rewrite.cancel()
         proc = self._proc
         if proc is not None and proc.returncode is None:
             proc.terminate()
@@ -317,11 +334,6 @@ class MosquittoBroker:
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
-        if self._supervisor is not None:
-            await stop_task(self._supervisor)
-        with contextlib.suppress(ProcessLookupError):
-            if proc is not None and proc.returncode is None:
-                proc.kill()
         log.info("embedded MQTT broker (mosquitto) stopped")
 
     @property

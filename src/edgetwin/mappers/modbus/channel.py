@@ -132,7 +132,6 @@ class Channel:
         self.endpoint = endpoint
         self.timeout = timeout
         self.retries = retries
-        self.reconnect_max_delay = reconnect_max_delay
         self.users = 0
         self.requests = 0
         """Requests sent on the wire, for the benchmarks."""
