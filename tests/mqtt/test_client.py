@@ -75,7 +75,7 @@ async def test_a_broker_that_stops_answering_is_left_after_one_and_a_half_keepal
 
 
 async def test_a_message_over_the_size_limit_is_skipped_and_the_connection_stays(
-    broker: Mosquitto,
+    broker: Mosquitto, caplog: pytest.LogCaptureFixture
 ) -> None:
     address = BrokerAddress(port=broker.port, max_packet_bytes=64 * 1024)
     async with MqttConnection(address) as mqtt:
@@ -85,6 +85,9 @@ async def test_a_message_over_the_size_limit_is_skipped_and_the_connection_stays
             other.publish("small", b"after it")
         assert await _next(mqtt) == [("small", b"after it")]
         assert mqtt.oversized == 1
+    assert [r.getMessage() for r in caplog.records if "skipped a packet" in r.getMessage()] == [
+        f"skipped a packet from 127.0.0.1:{broker.port} over the limit of 65536 bytes"
+    ]
 
 
 async def test_refusals_say_why(tmp_path: Path) -> None:

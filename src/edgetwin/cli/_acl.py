@@ -22,7 +22,7 @@ import orjson
 
 from edgetwin.auth import DeviceEntry, mosquitto_acl
 from edgetwin.config import Settings
-from edgetwin.mqtt import BrokerAddress, MqttConnection, Session
+from edgetwin.mqtt import BrokerAddress, MqttConnection, Session, one_by_one
 from edgetwin.wire import topics
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class MosquittoAclFollower:
         self._session = Session(
             self._connect,
             on_connect=self._on_connect,
-            on_batch=self._on_batch,
+            on_batch=one_by_one(self._on_message),
             on_disconnect=self._on_disconnect,
             max_delay=settings.broker.reconnect_max_delay,
             name="acl follower",
@@ -110,10 +110,6 @@ class MosquittoAclFollower:
             return
         self._asked, self._stale = uuid.uuid4().hex, False
         await self._link.publish(self._get, orjson.dumps({"event_id": self._asked}))
-
-    async def _on_batch(self, batch: list[tuple[str, bytes]]) -> None:
-        for topic, payload in batch:
-            await self._on_message(topic, payload)
 
     async def _on_message(self, topic: str, payload: bytes) -> None:
         if topic == self._updated:

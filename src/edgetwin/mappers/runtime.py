@@ -27,7 +27,7 @@ from edgetwin.config import DEFAULTS
 from edgetwin.errors import BrokerUnreachableError
 from edgetwin.mappers.device import DeviceWorker
 from edgetwin.mappers.plugin import DeviceConfigError, Mapper
-from edgetwin.mqtt import BrokerAddress, MqttConnection, Session
+from edgetwin.mqtt import BrokerAddress, MqttConnection, Session, one_by_one
 from edgetwin.wire import topics
 from edgetwin.wire.messages import Code, DeviceState, encode, error_body, error_result, now_ms
 from edgetwin.wire.spec import DeviceSpecMessage
@@ -64,7 +64,7 @@ class MapperRuntime:
         self._session = Session(
             self._connection,
             on_connect=self._on_connect,
-            on_batch=self._on_batch,
+            on_batch=one_by_one(self._on_message),
             on_disconnect=self._on_disconnect,
             max_delay=self.reconnect_max_delay,
             name=f"mapper {self.protocol}",
@@ -156,10 +156,6 @@ class MapperRuntime:
     def _on_disconnect(self) -> None:
         self.connected.clear()
         self._mqtt = None
-
-    async def _on_batch(self, batch: list[tuple[str, bytes]]) -> None:
-        for topic, payload in batch:
-            await self._on_message(topic, payload)
 
     async def _on_message(self, topic: str, payload: bytes) -> None:
         if topic.startswith(topics.MAPPER_PREFIX + "/"):

@@ -30,9 +30,11 @@ import orjson
 
 from edgetwin.config import DEFAULTS, BrokerSettings
 from edgetwin.errors import BrokerUnreachableError, RequestError
+from edgetwin.logs import ThrottledLog
 from edgetwin.mqtt import _codec as codec
 
 log = logging.getLogger(__name__)
+_skipped_log = ThrottledLog(log)
 
 _CONNECT_TIMEOUT = 10.0
 _PAUSE_AT = 10_000
@@ -107,11 +109,20 @@ class _Protocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_read = time.monotonic()
+        skipped = self._reader.oversized
         try:
             packets = self._reader.feed(data)
         except codec.ProtocolError as exc:
             self.close(exc)
             return
+        if self._reader.oversized != skipped:
+            _skipped_log.write(
+                str(self._connection.address),
+                "oversized",
+                "skipped a packet from %s over the limit of %d bytes",
+                self._connection.address,
+                self._reader.max_packet_bytes,
+            )
         if packets:
             self._connection._received(packets)  # noqa: SLF001 - its own protocol
 

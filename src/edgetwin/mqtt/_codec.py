@@ -151,7 +151,7 @@ class PacketReader:
 
     def __init__(self, max_packet_bytes: int) -> None:
         self._buffer = bytearray()
-        self._max = max_packet_bytes
+        self.max_packet_bytes = max_packet_bytes
         self._skip = 0
         self.oversized = 0
 
@@ -179,7 +179,7 @@ class PacketReader:
                     raise ProtocolError("malformed remaining length")
             if not complete:
                 break  # the length itself is not all here yet
-            if length > self._max:
+            if length > self.max_packet_bytes:
                 self.oversized += 1
                 self._skip = max(0, length - (end - pos))
                 at = min(end, pos + length)

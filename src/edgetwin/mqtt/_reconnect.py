@@ -28,6 +28,18 @@ LinkT = TypeVar("LinkT", bound=Link)
 Batch = list[tuple[str, bytes]]
 
 
+def one_by_one(
+    on_message: Callable[[str, bytes], Awaitable[None]],
+) -> Callable[[Batch], Awaitable[None]]:
+    """An ``on_batch`` for a client that takes its messages one at a time, in order."""
+
+    async def on_batch(batch: Batch) -> None:
+        for topic, payload in batch:
+            await on_message(topic, payload)
+
+    return on_batch
+
+
 class Session(Generic[LinkT]):
     """``async with Session(connect, ...)``: connected (or BrokerUnreachableError) and
     serving until the block ends.
