@@ -102,13 +102,13 @@ def per_device(devices: int) -> tuple[float, float]:
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     engine = TwinEngine("bench", TwinSettings())
-    engine.apply_resources(resources)
+    engine.catalog.apply_resources(resources)
     del resources
     gc.collect()
     held = tracemalloc.get_traced_memory()[0] - before
     specs = sum(
         sys.getsizeof(topic) + sys.getsizeof(payload)
-        for topic, payload in engine._specs.values()  # noqa: SLF001 - its size
+        for topic, payload in engine.catalog.specs.values()
     )
     tracemalloc.stop()
     return held / 2**20, specs / 2**20

@@ -66,9 +66,9 @@ async def fill(path: Path, devices: int) -> None:
     engine = TwinEngine("bench", TwinSettings())
     async with Store(path, synchronous="NORMAL") as store:
         batch = WriteBatch()
-        batch.merge(engine.apply_model(model()).batch)
+        batch.merge(engine.catalog.apply_model(model()).batch)
         for n in range(devices):
-            batch.merge(engine.apply_device(device(n)).batch)
+            batch.merge(engine.catalog.apply_device(device(n)).batch)
         await store.write(batch)
 
 
@@ -85,7 +85,7 @@ async def main() -> None:
                 snapshot = await store.load()
                 loaded = time.perf_counter()
                 engine = TwinEngine("bench", TwinSettings())
-                engine.restore(snapshot)
+                engine.catalog.restore(snapshot)
                 restored = time.perf_counter()
         rows = len(snapshot.twins)
         del snapshot

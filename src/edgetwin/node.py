@@ -28,7 +28,7 @@ from edgetwin.twin import Store, TwinEngine, TwinLink, TwinService, load_manifes
 
 if TYPE_CHECKING:
     from edgetwin.broker import EmbeddedBroker
-    from edgetwin.cloud import CloudSync
+    from edgetwin.cloud import CloudLedger, CloudSync
     from edgetwin.health import NodeMetrics
     from edgetwin.mappers.dmi import DmiServer
 
@@ -40,8 +40,14 @@ class Node:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.engine = TwinEngine(settings.node.name, settings.twin)
-        self.engine.report_to_cloud = settings.cloud.enabled
+        self.ledger: CloudLedger | None = None
+        """What the cluster has yet to see; kept from the start, the sync sends it."""
+        if settings.cloud.enabled:
+            # Imported only here: the kubernetes client costs ~11 MB of memory.
+            from edgetwin.cloud import CloudLedger  # noqa: PLC0415
+
+            self.ledger = CloudLedger()
+        self.engine = TwinEngine(settings.node.name, settings.twin, cloud=self.ledger)
         self.broker_port = settings.broker.port
         self._stack = contextlib.AsyncExitStack()
         self.store: Store
@@ -67,7 +73,7 @@ class Node:
                 )
             )
             with paused_gc():
-                self.engine.restore(await self.store.load())
+                self.engine.catalog.restore(await self.store.load())
             log.info(
                 "loaded %d device(s) and %d model(s) from %s in %.0f ms",
                 len(self.engine.devices),
@@ -106,12 +112,11 @@ class Node:
                         reconnect_max_delay=settings.broker.reconnect_max_delay,
                     )
                 )
-            if settings.cloud.enabled:
-                # Imported only here: the kubernetes client costs ~11 MB of memory.
-                from edgetwin.cloud import CloudSync  # noqa: PLC0415
+            if self.ledger is not None:
+                from edgetwin.cloud import CloudSync  # noqa: PLC0415 - imported with the ledger
 
                 self.cloud = await stack.enter_async_context(
-                    CloudSync(settings.cloud, settings.node.name, self.service)
+                    CloudSync(settings.cloud, settings.node.name, self.service, self.ledger)
                 )
             if self.metrics is not None:
                 await self._serve_health(stack, self.metrics)
@@ -151,7 +156,7 @@ class Node:
             settings.port,
             auth=settings.auth,
             tls=settings.tls_listener,
-            protocol_of=self.engine.protocol_of,
+            protocol_of=self.engine.catalog.protocol_of,
             max_messages_per_second=settings.max_messages_per_second,
             max_packet_bytes=settings.max_packet_bytes,
         )
@@ -164,7 +169,7 @@ class Node:
         return [
             DeviceEntry(device, protocol)
             for device in self.engine.devices
-            if (protocol := self.engine.protocol_of(device)) is not None
+            if (protocol := self.engine.catalog.protocol_of(device)) is not None
         ]
 
     async def _apply_manifests(self, path: Path) -> None:

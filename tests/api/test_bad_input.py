@@ -188,8 +188,8 @@ async def _check_rejected(node: Node, topic: str, payload: bytes, code: int, wor
     assert errors == []
     topic = topic.replace(DEVICE, device)
     before_rows = _store_rows(node.settings.database_path)
-    before_twins = {k: v.copy() for k, v in node.engine.devices[device].twins.items()}
-    rejected_before = node.engine.rejected[code]
+    before_twins = {k: v.copy() for k, v in node.engine.devices[device].properties.items()}
+    rejected_before = node.engine.api.rejected[code]
     async with Paho(node.broker_port) as client:
         await client.subscribe(f"{topic}/result", topics.delta_topic(device))
         client.publish(topic, payload)
@@ -197,7 +197,7 @@ async def _check_rejected(node: Node, topic: str, payload: bytes, code: int, wor
         assert result["code"] == code, result
         assert words in result["reason"], result
         assert result["event_id"] in ("bad", "")
-        assert node.engine.rejected[code] == rejected_before + 1
+        assert node.engine.api.rejected[code] == rejected_before + 1
 
         # Still serving, and the rejected message changed nothing.
         update = topics.twin_update_topic(device)
@@ -206,7 +206,7 @@ async def _check_rejected(node: Node, topic: str, payload: bytes, code: int, wor
             update, {"event_id": "ok", "twin": {"count": {"actual": {"value": "7"}}}}
         )
         assert "code" not in ok
-    twins = node.engine.devices[device].twins
+    twins = node.engine.devices[device].properties
     assert {k: v for k, v in twins.items() if k != "count"} == {
         k: v for k, v in before_twins.items() if k != "count"
     }

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from edgetwin.cloud import device_status
 from edgetwin.node import Node
 from edgetwin.wire import topics
 from edgetwin.wire.resources import Device, DeviceModel
@@ -94,8 +95,7 @@ async def test_a_reading_out_of_range_is_kept_and_does_not_cost_the_others(
     assert got["edgetwin_property_out_of_range", (("device", device), ("property", "setpoint"))]
     assert got["edgetwin_twin_reported_out_of_range_total", ()] == 3
     # The cluster gets the value as reported, flagged in its metadata.
-    status = node.engine.cloud_status(device)
-    assert status is not None
+    status = device_status(node.engine.devices[device])
     setpoint = next(t for t in status["twins"] if t["propertyName"] == "setpoint")
     assert setpoint["reported"]["value"] == "95"
     assert setpoint["reported"]["metadata"]["outOfRange"] == "95 is above the maximum 80"
@@ -148,7 +148,7 @@ async def test_desired_values_keep_their_strict_checks(node: Node) -> None:
     assert refused["code"] == 400
     assert refused["reason"] == "twin.setpoint.expected.value: 10 is below the minimum 30"
     assert read_only["code"] == 403
-    assert node.engine.devices[device].twins["setpoint"].desired is None
+    assert node.engine.devices[device].properties["setpoint"].desired is None
 
 
 @pytest.mark.parametrize(

@@ -32,12 +32,12 @@ async def test_full_store_gives_error_results_and_recovers(node: Node) -> None:
         # The next request sees the twin as the store has it, not the failed value.
         got = await client.request(topics.twin_get_topic(device), {"event_id": "3"})
         assert got["twin"]["label"]["actual"]["value"] == "a"
-        assert node.engine.devices[device].twins["label"].reported_version == 1
+        assert node.engine.devices[device].properties["label"].reported_version == 1
 
         await node.store.execute("PRAGMA max_page_count = 1073741823")
         again = await client.request(
             update, {"event_id": "4", "twin": {"label": {"actual": {"value": big}}}}
         )
         assert "code" not in again
-    twin = node.engine.devices[device].twins["label"]
+    twin = node.engine.devices[device].properties["label"]
     assert (twin.reported, twin.reported_version) == (big, 2)

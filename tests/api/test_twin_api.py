@@ -116,7 +116,7 @@ async def test_membership_get_and_updated(node: Node) -> None:
         assert [d["id"] for d in got["devices"]] == [device]
         assert got["devices"][0]["model"] == "thermostat"
 
-        outcome = node.engine.remove_device(device)
+        outcome = node.engine.catalog.remove_device(device)
         await node.service._dispatch(outcome)
         removed = await client.next(topics.membership_updated_topic(node_name))
     assert [d["id"] for d in removed["removed_devices"]] == [device]
@@ -155,7 +155,7 @@ async def test_results_come_back_in_order_for_a_burst(node: Node) -> None:
             )
         ids = [(await client.next(f"{update}/result"))["event_id"] for _ in range(300)]
     assert ids == [str(i) for i in range(300)]
-    twin = node.engine.devices[device].twins["count"]
+    twin = node.engine.devices[device].properties["count"]
     assert (twin.reported, twin.reported_version) == ("299", 300)
     assert node.store.commits < 300  # group commit: fewer transactions than updates
 

@@ -75,7 +75,7 @@ async def test_mosquitto_killed_and_restarted(tmp_path: Path) -> None:
             async with DeviceWatch(broker.port, f"default/{name}") as watch:
                 await watch.until_reported(setpoint="25")
             assert await slaves.get(HOLDING, 0) == [250]
-            assert node.engine.devices[f"default/{name}"].twins["setpoint"].reported == "25"
+            assert node.engine.devices[f"default/{name}"].properties["setpoint"].reported == "25"
 
 
 async def test_the_nodes_mosquitto_killed_is_started_again(tmp_path: Path) -> None:

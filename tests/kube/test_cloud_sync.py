@@ -33,7 +33,7 @@ async def test_desired_change_in_the_cluster_reaches_mqtt_as_a_delta(
         assert node.cloud is not None
         await node.cloud.wait_synced()
         device = f"default/{name}"
-        assert node.engine.devices[device].twins["target"].desired == "20"
+        assert node.engine.devices[device].properties["target"].desired == "20"
         async with Paho(node.broker_port) as mqtt:
             await mqtt.subscribe(topics.delta_topic(device))
             changed = thermostat(name, node=settings.node.name, desired={"target": "26.5"})
@@ -118,7 +118,7 @@ async def test_outage_and_expired_watch_relist_without_losing_a_change(
             cluster.server.compact()
 
         await until(
-            lambda: node.engine.devices[device].twins["target"].desired == "31",
+            lambda: node.engine.devices[device].properties["target"].desired == "31",
             "the change made during the outage arrives",
         )
         assert node.cloud.counters.relists > relists

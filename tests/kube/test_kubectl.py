@@ -123,7 +123,9 @@ async def test_kubectl_apply_of_a_device_reaches_the_node(
         )
     )
     async with synced_node(settings) as node:
-        assert node.engine.devices[f"default/{name}"].twins["target-temperature"].desired == "21"
+        assert (
+            node.engine.devices[f"default/{name}"].properties["target-temperature"].desired == "21"
+        )
         async with Paho(node.broker_port) as mqtt:
             delta_topic = topics.delta_topic(f"default/{name}")
             await mqtt.subscribe(delta_topic)

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
+from edgetwin.cloud import device_status
 from edgetwin.wire import topics
 from tests.kube.conftest import (
     OURS,
@@ -63,8 +64,7 @@ async def test_every_status_field_the_node_writes_reads_back(
             twin = {prop: {"actual": {"value": value}} for prop, value in report.items()}
             assert "code" not in await mqtt.request(update, {"twin": twin})
             assert "code" not in await mqtt.request(state, {"state": "online"})
-            written = node.engine.cloud_status(device)
-            assert written is not None
+            written = device_status(node.engine.devices[device])
             assert len(written["twins"]) == len(report)
             assert written["state"] == "online"
 
@@ -218,4 +218,4 @@ async def test_a_kubeedge_device_manifest_applies_unchanged_and_reaches_the_node
         assert applied.stderr == "", applied.stderr  # no warning of unknown or dropped fields
         async with synced_node(settings) as node:
             twin = node.engine.devices[f"default/{name}"]
-            assert twin.twins["temperature"].desired == "30"
+            assert twin.properties["temperature"].desired == "30"

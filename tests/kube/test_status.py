@@ -173,7 +173,7 @@ async def test_a_cluster_without_devicestatus_gets_device_status(tmp_path: Path)
 
             await until(reported, "Device.status has the last report")
             # our own status write came back as a watch event, and changed nothing here
-            assert node.engine.devices[f"default/{name}"].twins["count"].reported == "4"
+            assert node.engine.devices[f"default/{name}"].properties["count"].reported == "4"
 
 
 async def test_get_devices_shows_whether_the_cluster_has_caught_up(
@@ -208,7 +208,7 @@ async def test_get_devices_shows_whether_the_cluster_has_caught_up(
             return (await _reported_in(cluster, "devicestatuses", name)).get("count") == "2"
 
         await until(caught_up, "the cluster has the last report", timeout=60)  # #124237
-        await until(lambda: not node.engine.cloud_pending, "nothing pending")
+        await until(lambda: node.ledger is not None and not node.ledger.pending, "nothing pending")
         assert await cloud_column() == "synced"
 
 

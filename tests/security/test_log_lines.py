@@ -68,8 +68,8 @@ async def test_refused_requests_are_logged_once_per_device_and_reason(
             assert (await client.request(update, unknown))["code"] == 404
         lines = [r.getMessage() for r in caplog.records if "rejected" in r.getMessage()]
         assert len(lines) == 2, lines  # one for the 400s, one for the 404
-        assert node.engine.rejections.suppressed == 199
-        assert node.engine.rejected[400] == 200
+        assert node.engine.api.rejections.suppressed == 199
+        assert node.engine.api.rejected[400] == 200
         assert node.health_port is not None
         _, metrics = await http(node.health_port, "/metrics")
     assert 'edgetwin_log_lines_suppressed_total{source="twin"} 199.0' in metrics

@@ -71,8 +71,8 @@ def updates(draw: st.DrawFn) -> dict[str, Any]:
 @given(st.lists(updates(), max_size=25))
 def test_delta_and_versions_follow_the_accepted_updates(sequence: list[dict[str, Any]]) -> None:
     engine = TwinEngine("n1", TwinSettings())
-    engine.apply_model(thermostat_model())
-    engine.apply_device(thermostat("d1"))
+    engine.catalog.apply_model(thermostat_model())
+    engine.catalog.apply_device(thermostat("d1"))
     device = "default/d1"
     request = topics.parse_request_topic(topics.twin_update_topic(device))
     assert request is not None
@@ -80,7 +80,7 @@ def test_delta_and_versions_follow_the_accepted_updates(sequence: list[dict[str,
     reported: dict[str, str] = {}
     versions = dict.fromkeys(PROPS, (0, 0))
     for twin in sequence:
-        outcome = engine.handle(request, orjson.dumps({"twin": twin}))
+        outcome = engine.api.handle(request, orjson.dumps({"twin": twin}))
         result = orjson.loads(outcome.publications[0].payload)
         accepted = {
             p: e for p, e in twin.items() if all(_valid(p, v["value"], s) for s, v in e.items())
@@ -93,9 +93,9 @@ def test_delta_and_versions_follow_the_accepted_updates(sequence: list[dict[str,
                 desired[prop] = entry["expected"]["value"]
             if "actual" in entry:
                 reported[prop] = entry["actual"]["value"]
-        state = engine.devices[device]
+        held = engine.devices[device]
         for prop in PROPS:
-            now = state.twins[prop]
+            now = held.properties[prop]
             assert (now.desired, now.reported) == (desired.get(prop), reported.get(prop))
             version = (now.desired_version, now.reported_version)
             assert version >= versions[prop]
@@ -107,4 +107,4 @@ def test_delta_and_versions_follow_the_accepted_updates(sequence: list[dict[str,
             for p, d in desired.items()
             if p not in reported or not _equal(PROPS[p], d, reported[p])
         }
-        assert state.delta() == expected_delta
+        assert held.delta() == expected_delta

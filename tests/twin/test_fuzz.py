@@ -40,7 +40,7 @@ NAMES = ["target", "current", "count", "enabled", "label", "blob", "nope", "", "
 
 def _engine() -> TwinEngine:
     engine = TwinEngine(NODE, TwinSettings(max_payload_bytes=4096, max_value_length=64))
-    outcome = engine.apply_resources([thermostat_model(), thermostat("a"), thermostat("b")])
+    outcome = engine.catalog.apply_resources([thermostat_model(), thermostat("a"), thermostat("b")])
     assert outcome.errors == []
     return engine
 
@@ -133,7 +133,7 @@ def _answer_one(topic: str, payload: bytes) -> None:
     request = topics.parse_request_topic(topic)
     if request is None:
         return
-    outcome = ENGINE.handle(request, payload)
+    outcome = ENGINE.api.handle(request, payload)
     answers = [p for p in outcome.publications if p.topic == request.result_topic]
     assert len(answers) == 1, (topic, payload)
     body: dict[str, Any] = orjson.loads(answers[0].payload)

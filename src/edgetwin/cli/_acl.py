@@ -24,6 +24,7 @@ from edgetwin.auth import DeviceEntry, mosquitto_acl
 from edgetwin.config import Settings
 from edgetwin.mqtt import BrokerAddress, MqttConnection, Session, one_by_one
 from edgetwin.wire import topics
+from edgetwin.wire.messages import get_request
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ class MosquittoAclFollower:
         if self._link is None:
             return
         self._asked, self._stale = uuid.uuid4().hex, False
-        await self._link.publish(self._get, orjson.dumps({"event_id": self._asked}))
+        await self._link.publish(self._get, get_request(self._asked))
 
     async def _on_message(self, topic: str, payload: bytes) -> None:
         if topic == self._updated:

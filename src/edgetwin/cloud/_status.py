@@ -31,6 +31,7 @@ from typing import Any
 
 from edgetwin.cloud._client import GROUP, VERSION, KubeApi
 from edgetwin.cloud._errors import ConflictError, ForbiddenError, NotFoundError
+from edgetwin.cloud._ledger import CloudLedger, device_status
 from edgetwin.config import CloudSettings
 from edgetwin.errors import CloudError
 from edgetwin.twin import TwinEngine
@@ -88,10 +89,16 @@ class TokenBucket:
 
 class StatusReporter:
     def __init__(
-        self, api: KubeApi, engine: TwinEngine, store: Store, settings: CloudSettings
+        self,
+        api: KubeApi,
+        engine: TwinEngine,
+        ledger: CloudLedger,
+        store: Store,
+        settings: CloudSettings,
     ) -> None:
         self.api = api
         self.engine = engine
+        self.ledger = ledger
         self.store = store
         self.settings = settings
         self.counters = StatusCounters()
@@ -128,7 +135,7 @@ class StatusReporter:
         by_device: dict[str, list[OutboxRow]] = defaultdict(list)
         for row in rows:
             by_device[row.device].append(row)
-        self.engine.cloud_pending |= set(by_device)
+        self.ledger.pending |= set(by_device)
         now = time.monotonic()
         later: list[float] = []
         for device, device_rows in by_device.items():
@@ -148,7 +155,7 @@ class StatusReporter:
                 continue
             self._next[device] = time.monotonic() + self.settings.status_interval
             await self.store.write(WriteBatch(outbox_sent=device_rows))
-            self.engine.cloud_pending.discard(device)
+            self.ledger.pending.discard(device)
             self.counters.outbox_depth -= len(device_rows)
         return max(0.0, min(later) - time.monotonic()) if later else None
 
@@ -162,9 +169,10 @@ class StatusReporter:
             )
 
     async def _write(self, device: str, target: StatusTarget) -> None:
-        status = self.engine.cloud_status(device)
-        if status is None:
+        twin = self.engine.devices.get(device)
+        if twin is None:
             return  # gone here; the rows go with it
+        status = device_status(twin)
         namespace, name = split_device_id(device)
         if target.plural == "devicestatuses" and device not in self._has_status_object:
             await self._ensure_status_object(namespace, name)

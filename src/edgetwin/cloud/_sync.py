@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Self
 
 from edgetwin.cloud._client import KubeApi
+from edgetwin.cloud._ledger import CloudLedger
 from edgetwin.cloud._status import StatusReporter
 from edgetwin.cloud._watcher import ResourceWatcher, WatchCounters, WatchHandler
 from edgetwin.config import CloudSettings
@@ -37,10 +38,13 @@ _LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 class CloudSync:
     """``async with CloudSync(settings, node, service)``: following the cluster meanwhile."""
 
-    def __init__(self, settings: CloudSettings, node: str, service: TwinService) -> None:
+    def __init__(
+        self, settings: CloudSettings, node: str, service: TwinService, ledger: CloudLedger
+    ) -> None:
         self.settings = settings
         self.node = node
         self.service = service
+        self.ledger = ledger
         self.counters = WatchCounters()
         self.reporter: StatusReporter
         self.watchers: list[ResourceWatcher] = []
@@ -63,12 +67,12 @@ class CloudSync:
             else f"namespace{'s' if len(scopes) > 1 else ''} {', '.join(map(str, scopes))}"
         )
         """What the node follows, in words (the log, ``edgetwin get devices``)."""
-        self.service.engine.cloud_scope = self.scope
+        self.ledger.scope = self.scope
         log.info(
             "cloud sync with %s as node %s, following %s", self.api.server, self.node, self.scope
         )
         self.reporter = StatusReporter(
-            self.api, self.service.engine, self.service.store, self.settings
+            self.api, self.service.engine, self.ledger, self.service.store, self.settings
         )
         self._start(self.reporter.run(), "status-reporter")
         self._start(self._log_stats(), "cloud-stats-log")
@@ -97,7 +101,7 @@ class CloudSync:
     def stats(self) -> dict[str, int]:
         """The sync's counters, for the log and the metrics endpoint."""
         watch, status = self.counters, self.reporter.counters
-        marked = self.service.engine.cloud_updates
+        marked = self.ledger.marked
         return {
             "lists": watch.lists,
             "watch_requests": watch.watch_requests,

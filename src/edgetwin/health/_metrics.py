@@ -93,7 +93,7 @@ class _NodeCollector(Collector):
             "Twin API requests answered, by kind.",
             labels=["kind"],
         )
-        for kind, count in sorted(engine.accepted.items()):
+        for kind, count in sorted(engine.api.accepted.items()):
             accepted.add_metric([kind], count)
         yield accepted
         rejected = CounterMetricFamily(
@@ -101,7 +101,7 @@ class _NodeCollector(Collector):
             "Twin API requests refused with an error result, by reason.",
             labels=["reason"],
         )
-        for code, count in sorted(engine.rejected.items()):
+        for code, count in sorted(engine.api.rejected.items()):
             rejected.add_metric([_reason(code)], count)
         yield rejected
         refused = CounterMetricFamily(
@@ -109,13 +109,13 @@ class _NodeCollector(Collector):
             "Properties refused in twin/updates whose other properties were applied, by reason.",
             labels=["reason"],
         )
-        for code, count in sorted(engine.refused_properties.items()):
+        for code, count in sorted(engine.api.refused_properties.items()):
             refused.add_metric([_reason(code)], count)
         yield refused
         yield CounterMetricFamily(
             "edgetwin_twin_reported_out_of_range",
             "Reported values stored although outside their model's minimum or maximum.",
-            value=engine.out_of_range_reports,
+            value=engine.api.out_of_range_reports,
         )
         suppressed = CounterMetricFamily(
             "edgetwin_log_lines_suppressed",
@@ -123,7 +123,7 @@ class _NodeCollector(Collector):
             "sender and reason every 10 s is), by where.",
             labels=["source"],
         )
-        suppressed.add_metric(["twin"], engine.rejections.suppressed)
+        suppressed.add_metric(["twin"], engine.api.rejections.suppressed)
         broker = self._node.broker
         if broker is not None and not isinstance(broker, MosquittoBroker):
             suppressed.add_metric(["broker"], broker.gate.log.suppressed)

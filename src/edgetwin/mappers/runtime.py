@@ -29,7 +29,16 @@ from edgetwin.mappers.device import DeviceWorker
 from edgetwin.mappers.plugin import DeviceConfigError, Mapper
 from edgetwin.mqtt import BrokerAddress, MqttConnection, Session, one_by_one
 from edgetwin.wire import topics
-from edgetwin.wire.messages import Code, DeviceState, encode, error_body, error_result, now_ms
+from edgetwin.wire.messages import (
+    Code,
+    DeviceState,
+    accepted_result,
+    error_result,
+    get_request,
+    state_update_request,
+    twin_update_request,
+    write_failed_result,
+)
 from edgetwin.wire.spec import DeviceSpecMessage
 
 log = logging.getLogger(__name__)
@@ -115,16 +124,15 @@ class MapperRuntime:
     # --- the DeviceOutput protocol, for the device workers ---------------------------------
 
     def report(self, device: str, twin: dict[str, Any]) -> None:
-        body = {"event_id": self._event_id(), "timestamp": now_ms(), "twin": twin}
-        self.publish(topics.twin_update_topic(device), encode(body))
+        self.publish(topics.twin_update_topic(device), twin_update_request(self._event_id(), twin))
 
     def state(self, device: str, state: DeviceState) -> None:
-        body = {"event_id": self._event_id(), "timestamp": now_ms(), "state": state}
-        self.publish(topics.state_update_topic(device), encode(body))
+        self.publish(
+            topics.state_update_topic(device), state_update_request(self._event_id(), state)
+        )
 
     def write_failed(self, device: str, prop: str, value: str, reason: str) -> None:
-        body = error_body("", Code.BAD_REQUEST, f"{prop}={value}: {reason}")
-        self.publish(topics.delta_result_topic(device), encode({**body, "property": prop}))
+        self.publish(topics.delta_result_topic(device), write_failed_result(prop, value, reason))
 
     def read_failed(self, device: str, prop: str, reason: str) -> None:
         self._spec_result(device, f"property {prop}: {reason}")
@@ -220,14 +228,13 @@ class MapperRuntime:
 
     def _spec_result(self, device: str, reason: str | None) -> None:
         if reason is None:
-            payload = encode({"event_id": "", "timestamp": now_ms(), "accepted": True})
+            payload = accepted_result()
         else:
             payload = error_result("", Code.BAD_REQUEST, reason)
         self.publish(topics.spec_result_topic(self.protocol, device), payload)
 
     def _ask_twin(self, device: str) -> None:
-        body = {"event_id": self._event_id()}
-        self.publish(topics.twin_get_topic(device), encode(body))
+        self.publish(topics.twin_get_topic(device), get_request(self._event_id()))
 
     def _on_twin_message(self, topic: str, payload: bytes) -> None:
         delta = topics.device_of(topic, topics.DEVICE_PREFIX, "twin/update/delta")

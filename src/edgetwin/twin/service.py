@@ -27,7 +27,8 @@ from edgetwin.config import DEFAULTS
 from edgetwin.errors import BrokerUnreachableError, StoreError
 from edgetwin.mqtt import Session
 from edgetwin.tasks import start_guarded, stop_task
-from edgetwin.twin.engine import Outcome, Publication, TwinEngine
+from edgetwin.twin.engine import TwinEngine
+from edgetwin.twin.outcome import Outcome, Publication
 from edgetwin.twin.store import Store, WriteBatch
 from edgetwin.wire import topics
 from edgetwin.wire.resources import Resource
@@ -96,7 +97,7 @@ class TwinService:
 
     async def apply(self, resources: list[Resource]) -> list[str]:
         """Apply resources (models first), wait for the commit; the errors, one line each."""
-        outcome = self.engine.apply_resources(resources)
+        outcome = self.engine.catalog.apply_resources(resources)
         await self._dispatch(outcome)
         return outcome.errors
 
@@ -104,7 +105,7 @@ class TwinService:
         """Remove devices, wait for the commit."""
         outcome = Outcome()
         for device_id in device_ids:
-            outcome.extend(self.engine.remove_device(device_id))
+            outcome.extend(self.engine.catalog.remove_device(device_id))
         await self._dispatch(outcome)
 
     # --- serving ----------------------------------------------------------------------------
@@ -112,7 +113,7 @@ class TwinService:
     async def _on_connect(self, mqtt: TwinLink) -> None:
         await mqtt.subscribe(topics.request_filters(self.engine.node))
         self._mqtt = mqtt
-        for pub in self.engine.startup_publications():
+        for pub in self.engine.catalog.startup_publications():
             mqtt.publish_nowait(pub.topic, pub.payload, qos=pub.qos, retain=pub.retain)
         self.connected.set()
         log.info("twin API connected to %s as node %s", mqtt.address, self.engine.node)
@@ -129,7 +130,7 @@ class TwinService:
         for topic, payload in batch:
             request = topics.parse_request_topic(topic)
             if request is not None:
-                outcomes.append(self.engine.handle(request, payload))
+                outcomes.append(self.engine.api.handle(request, payload))
         if outcomes:
             self._enqueue(outcomes, received)
 
@@ -155,7 +156,7 @@ class TwinService:
     async def _reload_failed_devices(self) -> None:
         ids = self.store.take_failed_devices()
         snapshot = await self.store.load()
-        self.engine.restore_devices(snapshot, ids)
+        self.engine.catalog.restore_devices(snapshot, ids)
         log.warning("reloaded %d device(s) from the store after a failed write", len(ids))
 
     async def _publish_loop(self) -> None:
@@ -175,7 +176,7 @@ class TwinService:
         finally:
             self._outbound.popleft()
         if future.cancelled() or future.exception() is not None:
-            pubs = [p for o in outcomes if (p := self.engine.store_failed(o)) is not None]
+            pubs = [p for o in outcomes if (p := self.engine.api.store_failed(o)) is not None]
         else:
             pubs = [pub for outcome in outcomes for pub in outcome.publications]
         self._publish(pubs)

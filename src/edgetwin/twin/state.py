@@ -1,12 +1,19 @@
-"""The in-memory twin of one device: a row per property, its delta and its documents."""
+"""The in-memory twin of one device: a row per property, its delta and its documents.
+
+Names: a :class:`DeviceTwin` (``twin``) holds its Device as a :class:`DeviceRecord`
+(``record``) and a :class:`PropertyTwin` (``prop``) per property; ``device``
+names a Device resource, ``device_id`` its ``namespace/name``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from edgetwin.twin.store.rows import StateRow, TwinRow
 from edgetwin.twin.values import Parsed, PropertyRule
 from edgetwin.wire.resources import Device, DeviceModel
 
@@ -117,10 +124,10 @@ class PropertyTwin:
 class DeviceTwin:
     """A device as the twin holds it: its resource, model rules, property twins and state."""
 
-    device: DeviceRecord
+    record: DeviceRecord
     model: DeviceModel | None = None
     rules: dict[str, PropertyRule] = field(default_factory=dict)
-    twins: dict[str, PropertyTwin] = field(default_factory=dict)
+    properties: dict[str, PropertyTwin] = field(default_factory=dict)
     state: str = "unknown"
     last_online: int | None = None
     out_of_range: dict[str, str] = field(default_factory=dict)
@@ -128,12 +135,12 @@ class DeviceTwin:
 
     @property
     def id(self) -> str:
-        return self.device.id
+        return self.record.id
 
     def delta(self) -> dict[str, str]:
         """The properties whose desired value is set and differs from the reported one."""
         out: dict[str, str] = {}
-        for name in self.twins:
+        for name in self.properties:
             desired = self.pending(name)
             if desired is not None:
                 out[name] = desired
@@ -141,16 +148,16 @@ class DeviceTwin:
 
     def pending(self, name: str) -> str | None:
         """The desired value of ``name`` if it is set and differs from the reported one."""
-        twin = self.twins[name]
-        if twin.desired is None or self.rules[name].same(twin.desired, twin.reported):
+        prop = self.properties[name]
+        if prop.desired is None or self.rules[name].same(prop.desired, prop.reported):
             return None
-        return twin.desired
+        return prop.desired
 
     def flag_range(self, name: str, reading: Parsed | None = None) -> str | None:
         """Check the reported value of ``name`` against its bounds and keep the answer;
         ``reading`` is that value already typed, if it is at hand."""
         rule = self.rules[name]
-        reported = self.twins[name].reported
+        reported = self.properties[name].reported
         if reading is None or reported is None:
             problem = rule.stored_range_problem(reported)
         else:
@@ -165,9 +172,9 @@ class DeviceTwin:
         """Every property as ``{expected, actual, optional, metadata: {type}}``, and
         ``out_of_range`` (why) where the reported value is outside the model's bounds."""
         document: dict[str, Any] = {}
-        for name, twin in self.twins.items():
+        for name, prop in self.properties.items():
             entry = {
-                **twin.sides(),
+                **prop.sides(),
                 "optional": False,
                 "metadata": {"type": self.rules[name].type.lower()},
             }
@@ -175,3 +182,28 @@ class DeviceTwin:
                 entry["out_of_range"] = self.out_of_range[name]
             document[name] = entry
         return document
+
+    def row(self, name: str) -> TwinRow:
+        """The store row of one property."""
+        p = self.properties[name]
+        return TwinRow(
+            self.id,
+            name,
+            p.desired,
+            p.desired_ts,
+            p.desired_version,
+            p.reported,
+            p.reported_ts,
+            p.reported_version,
+        )
+
+    def state_status(self) -> dict[str, Any]:
+        """The device's state as KubeEdge writes it (``lastOnlineTime`` in RFC 3339)."""
+        out: dict[str, Any] = {"state": self.state}
+        if self.last_online is not None:
+            when = datetime.fromtimestamp(self.last_online / 1000, UTC)
+            out["lastOnlineTime"] = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return out
+
+    def state_row(self) -> StateRow:
+        return StateRow(self.id, self.state, self.last_online)

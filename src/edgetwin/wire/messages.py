@@ -148,12 +148,12 @@ def _event_id_of(payload: bytes) -> str:
     return event_id if isinstance(event_id, str) and len(event_id) <= 256 else ""
 
 
-def error_body(event_id: str, code: int, reason: str) -> dict[str, Any]:
+def _error_body(event_id: str, code: int, reason: str) -> dict[str, Any]:
     return {"event_id": event_id, "timestamp": now_ms(), "code": int(code), "reason": reason}
 
 
 def error_result(event_id: str, code: int, reason: str) -> bytes:
-    return orjson.dumps(error_body(event_id, code, reason))
+    return orjson.dumps(_error_body(event_id, code, reason))
 
 
 def twin_update_result(
@@ -173,5 +173,90 @@ def twin_update_result(
     return orjson.dumps(body)
 
 
-def encode(message: dict[str, Any]) -> bytes:
-    return orjson.dumps(message)
+def twin_get_result(
+    event_id: str, twin: dict[str, Any], state: str, last_online: int | None
+) -> bytes:
+    """The answer to a twin/get: the whole twin document and the device's state."""
+    body = {
+        "event_id": event_id,
+        "timestamp": now_ms(),
+        "twin": twin,
+        "state": state,
+        "last_online_time": last_online,
+    }
+    return orjson.dumps(body)
+
+
+def state_update_result(
+    event_id: str, timestamp: int, device: dict[str, Any], last_online: int | None
+) -> bytes:
+    """The answer to a state/update: the device (name, state, lastOnlineTime) as stored."""
+    body = {
+        "event_id": event_id,
+        "timestamp": timestamp,
+        "device": device,
+        "last_online_time": last_online,
+    }
+    return orjson.dumps(body)
+
+
+def membership_result(event_id: str, devices: list[dict[str, Any]], following: str | None) -> bytes:
+    """The answer to a membership/get; ``following`` says what the cloud sync follows."""
+    body: dict[str, Any] = {"event_id": event_id, "timestamp": now_ms(), "devices": devices}
+    if following is not None:
+        body["cloud"] = {"following": following}
+    return orjson.dumps(body)
+
+
+def membership_updated(added: list[dict[str, Any]], removed: list[dict[str, Any]]) -> bytes:
+    """The devices that joined and left the node."""
+    body = {
+        "event_id": "",
+        "timestamp": now_ms(),
+        "added_devices": added,
+        "removed_devices": removed,
+    }
+    return orjson.dumps(body)
+
+
+def apply_result(event_id: str, applied: list[str], errors: list[str]) -> bytes:
+    """The answer to ``edgetwin apply``: what was applied, and one line per error."""
+    body = {"event_id": event_id, "timestamp": now_ms(), "applied": applied, "errors": errors}
+    return orjson.dumps(body)
+
+
+def delta_message(event_id: str, twin: dict[str, Any], delta: dict[str, str]) -> bytes:
+    """A twin/update/delta: the whole twin document and the desired values pending."""
+    body = {"event_id": event_id, "timestamp": now_ms(), "twin": twin, "delta": delta}
+    return orjson.dumps(body)
+
+
+def document_message(event_id: str, timestamp: int, twin: dict[str, Any]) -> bytes:
+    """A twin/update/document: each changed property's ``last`` and ``current`` sides."""
+    return orjson.dumps({"event_id": event_id, "timestamp": timestamp, "twin": twin})
+
+
+def twin_update_request(event_id: str, twin: dict[str, Any]) -> bytes:
+    """A twin/update, as a mapper sends it."""
+    return orjson.dumps({"event_id": event_id, "timestamp": now_ms(), "twin": twin})
+
+
+def state_update_request(event_id: str, state: str) -> bytes:
+    """A state/update, as a mapper sends it."""
+    return orjson.dumps({"event_id": event_id, "timestamp": now_ms(), "state": state})
+
+
+def get_request(event_id: str) -> bytes:
+    """A twin/get or membership/get: nothing but the event id to answer to."""
+    return orjson.dumps({"event_id": event_id})
+
+
+def accepted_result(event_id: str = "") -> bytes:
+    """A request taken without anything more to say (a mapper's spec result)."""
+    return orjson.dumps({"event_id": event_id, "timestamp": now_ms(), "accepted": True})
+
+
+def write_failed_result(prop: str, value: str, reason: str) -> bytes:
+    """A mapper's answer to a delta it could not write to the device."""
+    body = _error_body("", Code.BAD_REQUEST, f"{prop}={value}: {reason}")
+    return orjson.dumps({**body, "property": prop})

@@ -1,0 +1,47 @@
+"""What a change of the twin amounts to: store rows, and the messages to send once they commit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from edgetwin.twin.state import DeviceTwin
+from edgetwin.twin.store.rows import WriteBatch
+from edgetwin.wire import topics
+from edgetwin.wire.messages import delta_message
+
+
+class Publication(NamedTuple):
+    topic: str
+    payload: bytes
+    retain: bool = False
+    qos: int = 1
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The effect of one request or resource change.
+
+    ``publications`` go out after ``batch`` has committed; if the commit fails,
+    an error result goes to ``on_failure`` (result topic, event id) instead.
+    """
+
+    batch: WriteBatch = field(default_factory=WriteBatch)
+    publications: list[Publication] = field(default_factory=list)
+    on_failure: tuple[str, str] | None = None
+    errors: list[str] = field(default_factory=list)
+    added: list[dict[str, Any]] = field(default_factory=list)
+    removed: list[dict[str, Any]] = field(default_factory=list)
+
+    def extend(self, other: Outcome) -> None:
+        self.batch.merge(other.batch)
+        self.publications.extend(other.publications)
+        self.errors.extend(other.errors)
+        self.added.extend(other.added)
+        self.removed.extend(other.removed)
+
+
+def delta_publication(twin: DeviceTwin, event_id: str, delta: dict[str, str]) -> Publication:
+    """The desired values a device has yet to reach, with its whole twin document."""
+    payload = delta_message(event_id, twin.twin_document(), delta)
+    return Publication(topics.delta_topic(twin.id), payload)
