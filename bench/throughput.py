@@ -39,12 +39,14 @@ from tests.support import NodeProcess, Paho, mosquitto, thermostat, write_manife
 from edgetwin.wire import topics
 
 ROOT = Path(__file__).resolve().parent.parent
-LOADGEN = ROOT / "build" / "loadgen" / "loadgen"
+GO_TOOLS = ROOT / "build"
+"""Where bench/build-go puts the Go tools, each in a folder of its name."""
+LOADGEN = GO_TOOLS / "loadgen" / "loadgen"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def build_loadgen() -> None:
-    subprocess.run([str(ROOT / "bench" / "loadgen" / "build")], check=True)
+def build_go_tools() -> None:
+    subprocess.run([str(ROOT / "bench" / "build-go")], check=True)
 
 
 def rss_mb(pid: int) -> float:
@@ -169,7 +171,7 @@ async def main() -> None:
         choices=[*ENGINES, "external mosquitto"],
     )
     args = parser.parse_args()
-    build_loadgen()
+    build_go_tools()
     rows = []
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
