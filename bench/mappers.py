@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import yaml
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 from tests.dmi.kubeedge_mapper import kubeedge_mapper
@@ -310,10 +309,11 @@ async def scale(
             ]
             manifests = write_manifests(work / "m", resources, _model("scale", REGISTERS))
             health = free_port()
-            config = work / "config.yaml"
-            config.write_text(yaml.safe_dump({"health": {"port": health}}))
             node = NodeProcess(
-                work / "data", node="bench", manifests=manifests, extra=("--config", str(config))
+                work / "data",
+                node="bench",
+                manifests=manifests,
+                env={"EDGETWIN_HEALTH__PORT": str(health)},
             )
             with node:
                 assert node.proc is not None

@@ -450,8 +450,10 @@ class NodeProcess:
         external_port: int | None = None,
         manifests: Path | None = None,
         extra: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
     ) -> None:
         self.data_dir = data_dir
+        self.env = env_without_edgetwin() | (env or {})
         self.node = node
         self.port = external_port or port or free_port()
         self.args = [
@@ -474,7 +476,7 @@ class NodeProcess:
         """The node's log so far, once started."""
 
     def start(self) -> NodeProcess:
-        self.proc = subprocess.Popen(self.args, stderr=subprocess.PIPE, env=env_without_edgetwin())
+        self.proc = subprocess.Popen(self.args, stderr=subprocess.PIPE, env=self.env)
         self.lines = LineWatch(self.proc)
         self.lines.wait_for(re.compile(r"node \S+ ready"), 30.0)
         return self

@@ -15,6 +15,8 @@ HR = "HoldingRegister"
 LAYOUTS: list[tuple[str, dict[str, Any], str, list[int]]] = [
     ("INT", {"dataType": "int"}, "-2", [0xFFFE]),
     ("INT", {"dataType": "int"}, "32767", [0x7FFF]),
+    ("INT", {"dataType": "int"}, "-32768", [0x8000]),
+    ("INT", {"dataType": "uint"}, "32768", [0x8000]),
     ("INT", {"dataType": "uint"}, "65535", [0xFFFF]),
     ("INT", {"dataType": "int", "isSwap": True}, "258", [0x0201]),
     ("FLOAT", {"dataType": "int", "scale": 0.1}, "21.5", [215]),

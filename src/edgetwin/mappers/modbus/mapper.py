@@ -114,11 +114,17 @@ class ModbusDevice(DeviceDriver):
         self.channel = channel
         self.unit = unit
         self.visitors = visitors
+        self._plans: dict[tuple[str, ...], list[ReadRange]] = {}
+        """The reads for each set of properties polled together: a device has few."""
 
     async def read(self, properties: Sequence[PropertySpec]) -> dict[str, str | PropertyError]:
-        due = [(p.name, self.visitors[p.name]) for p in properties if p.name in self.visitors]
+        names = tuple(p.name for p in properties)
+        plan = self._plans.get(names)
+        if plan is None:
+            due = [(n, self.visitors[n]) for n in names if n in self.visitors]
+            plan = self._plans[names] = plan_reads(due, coalesce=self._mapper.coalesce)
         values: dict[str, str | PropertyError] = {}
-        for read in plan_reads(due, coalesce=self._mapper.coalesce):
+        for read in plan:
             try:
                 items = await self._read(read)
             except PropertyError as exc:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
@@ -85,6 +85,18 @@ class Visitor:
     scale: Decimal | None = None
     swap_bytes: bool = False
     swap_words: bool = False
+    _one_word: bool = field(init=False, repr=False, compare=False)
+    """An INT property in one register, unscaled: decoded without struct or Decimal."""
+
+    def __post_init__(self) -> None:
+        one_word = (
+            self.limit == 1
+            and self.data_type in (DataType.INT, DataType.UINT)
+            and self.property_type == "INT"
+            and self.scale is None
+            and not self.swap_bytes
+        )
+        object.__setattr__(self, "_one_word", one_word)
 
     @property
     def end(self) -> int:
@@ -138,6 +150,10 @@ class Visitor:
 
     def decode(self, items: Sequence[int] | Sequence[bool]) -> str:
         """The twin's string for what was read (``limit`` words, or one bit)."""
+        if self._one_word:  # the common case, and the hot path of polling
+            word = int(items[0])
+            signed = self.data_type == DataType.INT and word >= 0x8000
+            return str(word - 0x10000 if signed else word)
         if self.register.is_bit:
             return _text(bool(items[0]), self.property_type)
         data = self._bytes(items)
