@@ -9,9 +9,9 @@
   Modbus tests' model (a property of each register kind and several data types) applied:
   what it holds after a collection, and how much of that is the retained spec messages
   it keeps for the mappers.
-- **Whole node** (RSS of ``edgetwin run``): 1,000 devices idle on the node's own
-  mosquitto; with the Modbus mapper serving them; with the cloud sync following them on
-  a real kube-apiserver (the tests' stand) as well.
+- **Whole node** (RSS of ``edgetwin run``, and of it the anonymous memory): 1,000
+  devices idle on the node's own mosquitto; with the Modbus mapper serving them; with
+  the cloud sync following them on a real kube-apiserver (the tests' stand) as well.
 
 Run: ``.venv/bin/python -m bench.memory [--devices N] [--no-cloud]``
 """
@@ -114,8 +114,11 @@ def per_device(devices: int) -> tuple[float, float]:
     return held / 2**20, specs / 2**20
 
 
-async def node_rss(work: Path, devices: int, *, mapper: bool, kubeconfig: Path | None) -> float:
-    """RSS of an idle node once its devices' specs are at the broker."""
+async def node_rss(
+    work: Path, devices: int, *, mapper: bool, kubeconfig: Path | None
+) -> tuple[float, float]:
+    """RSS of an idle node once its devices' specs are at the broker, and of it the anonymous
+    memory (the rest maps files: the interpreter and shared libraries, shared with others)."""
     tag = f"{'m' if mapper else ''}{'c' if kubeconfig else ''}"
     extra: list[str] = []
     manifests = None
@@ -135,7 +138,7 @@ async def node_rss(work: Path, devices: int, *, mapper: bool, kubeconfig: Path |
             assert node.lines is not None
             url = node.lines.wait_for(re.compile(r"http://\S+/metrics"), 5).split()[-1]
             await _until_serving(url, devices)
-        return rss_mb(node.proc.pid)
+        return rss_mb(node.proc.pid), rss_mb(node.proc.pid, "RssAnon")
 
 
 async def _until_serving(url: str, devices: int) -> None:
@@ -148,7 +151,7 @@ async def _until_serving(url: str, devices: int) -> None:
         await asyncio.sleep(0.2)
 
 
-async def cloud_rss(work: Path, devices: int) -> float:
+async def cloud_rss(work: Path, devices: int) -> tuple[float, float]:
     from tests.kube.conftest import OURS, own_cluster  # noqa: PLC0415 - Go stand only if asked
 
     with own_cluster(work / "cluster", OURS) as cluster:
@@ -187,10 +190,10 @@ async def main() -> None:
                 ("+ cloud sync (devices from kube-apiserver)", await cloud_rss(work, args.devices))
             )
     print(f"\nWhole node, {args.devices:,} devices, idle:\n")
-    print("| node | RSS MB |")
-    print("| --- | ---: |")
-    for name, rss in rows:
-        print(f"| {name} | {rss:.1f} |")
+    print("| node | RSS MB | of it anonymous MB |")
+    print("| --- | ---: | ---: |")
+    for name, (rss, anonymous) in rows:
+        print(f"| {name} | {rss:.1f} | {anonymous:.1f} |")
 
 
 if __name__ == "__main__":
