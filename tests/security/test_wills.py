@@ -12,8 +12,8 @@ import orjson
 import pytest
 
 from edgetwin.wire import topics
+from tests.raw_mqtt import connect_packet, connected
 from tests.security.conftest import PASSWORDS, Secured
-from tests.security.raw_mqtt import connect_packet, connected
 from tests.support import thermostat, unique, until
 
 NOT_AUTHORIZED = 5

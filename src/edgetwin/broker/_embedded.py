@@ -20,8 +20,16 @@ amqtt trusts a client id and a Will more than mosquitto does: it resumes the
 session saved under an id whoever connects with it, and publishes a Will past
 the ACL. Here a session belongs to the user that created it, a refused
 CONNECT touches no saved session, and a Will meets the ACL (and the rate
-limit) at CONNECT and again when it goes out. amqtt is pinned to the version
-this was written against.
+limit) at CONNECT and again when it goes out.
+
+amqtt also breaks three of MQTT 3.1.1's promises to a client that comes back,
+kept here (:class:`_Handler`): a QoS 1/2 message the client had not
+acknowledged is sent again, DUP, when it resumes its session; what was queued
+while it was away goes out as live messages (amqtt flags them RETAIN); a
+client silent for 1.5 keep-alives is disconnected, so its Will goes out.
+Sessions live in the node's memory: a node restarted forgets them, where the
+node's mosquitto saves them. amqtt is pinned to the version this was written
+against.
 """
 
 from __future__ import annotations
@@ -38,8 +46,10 @@ from amqtt.broker import Broker
 from amqtt.contexts import Action
 from amqtt.errors import AMQTTError, BrokerError, MQTTError, NoDataError
 from amqtt.events import BrokerEvents
+from amqtt.mqtt.constants import QOS_1, QOS_2
 from amqtt.mqtt.disconnect import DisconnectPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.session import OUTGOING
 from amqtt.utils import gen_client_id
 
 from edgetwin.auth import Action as Access
@@ -47,12 +57,15 @@ from edgetwin.auth import Gate, Identity
 from edgetwin.broker._local import LocalConnection
 from edgetwin.config import DEFAULTS, AuthSettings, TlsListenerSettings
 from edgetwin.errors import BrokerStartError
+from edgetwin.logs import ThrottledLog, printable
 from edgetwin.wire import topics
 from edgetwin.wire.messages import Code, error_result
 
 log = logging.getLogger(__name__)
 
 KUBEEDGE_PREFIX = "$hw/"
+KEEPALIVE_GRACE = 1.5
+"""A client silent for this many keep-alives is gone (MQTT-3.1.2-24)."""
 TLS_LISTENER = "tls"
 HANDSHAKE_SECONDS = 10.0
 _IDENTITY = "edgetwin_identity"  # the Session attribute holding the client's Identity
@@ -72,6 +85,66 @@ class _ClosingWriter(StreamWriterAdapter):  # type: ignore[misc]
             await super().close()
         finally:
             self._writer.close()
+
+    def abort(self) -> None:
+        """Drop the connection now: the reader sees its end, as when the client goes."""
+        self._writer.transport.abort()
+
+
+class _Handler(BrokerProtocolHandler):  # type: ignore[misc]
+    """amqtt's protocol handler, keeping two promises of MQTT 3.1.1 it breaks.
+
+    - A QoS 1/2 message the client has not acknowledged stays in its session, to
+      be sent again (DUP) when the client resumes it (MQTT-4.4.0-1). amqtt drops
+      it from the session when the client goes, or after 5 s without an answer.
+    - A client that sends nothing for 1.5 times its keep-alive is disconnected,
+      as one that went away, so its Will goes out (MQTT-3.1.2-24). amqtt times
+      the read out after one keep-alive and then waits on.
+    """
+
+    async def start(self) -> None:
+        await super().start()  # sends the unacknowledged messages again, awaiting answers
+        waiter = self._disconnect_waiter
+        if self._reader_stopped.is_set() and waiter is not None and not waiter.done():
+            # The client went meanwhile. amqtt makes the waiter for its going only after
+            # the redelivery, so nothing would ever end the session: it would stay
+            # "connected" for ever.
+            waiter.set_result(None)
+
+    async def _handle_message_flow(self, message: Any) -> None:  # noqa: ANN401 - amqtt's
+        session = self.session
+        if message.direction != OUTGOING or message.qos not in (QOS_1, QOS_2):
+            await super()._handle_message_flow(message)
+            return
+        try:
+            await super()._handle_message_flow(message)
+        except TimeoutError:  # a slow client: kept, and sent again when it comes back
+            _keep_unacknowledged(session, message)
+        except BaseException:
+            _keep_unacknowledged(session, message)
+            raise
+
+    def handle_read_timeout(self) -> None:
+        session = self.session
+        _silent.write(
+            str(session.client_id),
+            "keepalive",
+            "client %s sent nothing for %.0f s (1.5 keep-alives): disconnected",
+            printable(str(session.client_id)),
+            session.keep_alive,
+        )
+        self.writer.abort()
+
+
+def _keep_unacknowledged(session: Any, message: Any) -> None:  # noqa: ANN401 - amqtt's
+    """Put a message the client has not acknowledged back in its session (amqtt took it
+    out): a QoS 1 one without PUBACK, a QoS 2 one without PUBCOMP."""
+    done = message.puback_packet if message.qos == QOS_1 else message.pubcomp_packet
+    if session is not None and done is None and message.packet_id is not None:
+        session.inflight_out[message.packet_id] = message
+
+
+_silent = ThrottledLog(log)
 
 
 class _SizeLimitedReader(StreamReaderAdapter):  # type: ignore[misc]
@@ -149,7 +222,7 @@ class _KubeEdgeBroker(Broker):  # type: ignore[misc]
         """
         peer = f"{remote_address}:{remote_port}"
         try:
-            handler, session = await BrokerProtocolHandler.init_from_connect(
+            handler, session = await _Handler.init_from_connect(
                 reader, writer, self.plugins_manager
             )
         except (AMQTTError, NoDataError) as exc:
@@ -192,6 +265,8 @@ class _KubeEdgeBroker(Broker):  # type: ignore[misc]
             session, session.parent = saved, 1
         else:
             session.parent = 0
+        # The read times out (and the client goes) after 1.5 keep-alives (MQTT-3.1.2-24).
+        session.keep_alive = session.keep_alive * KEEPALIVE_GRACE
         setattr(session, _IDENTITY, identity)
         setattr(session, _OWNER, identity.user)
         return handler, session
@@ -285,14 +360,22 @@ class _KubeEdgeBroker(Broker):  # type: ignore[misc]
         return True
 
     async def _publish_session_retained_messages(self, session: Any) -> None:  # noqa: ANN401
-        # Messages queued while the client was away passed the receive check with its
-        # rights then; they go out only if they pass it with its rights now, as live ones.
+        """What was queued for a session while its client was away, in order.
+
+        The messages passed the receive check with the client's rights then; they go
+        out only if they pass it with its rights now, as live ones. They go out as
+        live messages too: amqtt sends them flagged RETAIN, which they are not.
+        """
+        handler = self._get_handler(session)
         queue = session.retained_messages
         queued = [queue.get_nowait() for _ in range(queue.qsize())]
-        for message in queued:
-            if await self._topic_filtering(session, message.topic, Action.RECEIVE):
-                queue.put_nowait(message)
-        await super()._publish_session_retained_messages(session)
+        sending = [
+            asyncio.ensure_future(handler.mqtt_publish(m.topic, m.data, m.qos, retain=False))
+            for m in queued
+            if handler is not None and await self._topic_filtering(session, m.topic, Action.RECEIVE)
+        ]
+        if sending:
+            await asyncio.wait(sending)
 
     async def _publish_retained_messages_for_subscription(
         self,
@@ -479,6 +562,10 @@ class EmbeddedBroker:
             self.port,
             f", TLS on {self._tls.host}:{self.tls_port}" if self._tls else "",
             ", authentication and ACL on" if self.gate.enabled else "",
+        )
+        log.info(
+            "embedded amqtt keeps MQTT sessions in memory: clients' sessions and the "
+            "messages queued for them are lost if the node restarts (mosquitto saves them)"
         )
         return self
 
