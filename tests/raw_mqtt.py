@@ -105,9 +105,14 @@ class RawClient:
         clean: bool,
         keepalive: int = 60,
         will: tuple[str, bytes, bool] | None = None,
+        user: str | None = None,
+        password: str | None = None,
     ) -> bool:
         """CONNECT, accepted; whether the broker had a session for this client id."""
-        self._send(connect_packet(client_id, clean=clean, keepalive=keepalive, will=will))
+        packet = connect_packet(
+            client_id, clean=clean, keepalive=keepalive, will=will, user=user, password=password
+        )
+        self._send(packet)
         kind, body = await self.packet()
         assert kind == 0x20, hex(kind)
         assert body[1] == 0, f"CONNACK return code {body[1]}"

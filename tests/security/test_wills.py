@@ -8,11 +8,13 @@ client's rights can have changed since it connected."""
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pytest
 
 from edgetwin.wire import topics
-from tests.raw_mqtt import connect_packet, connected
+from tests.raw_mqtt import RawClient, connect_packet, connected
 from tests.security.conftest import PASSWORDS, Secured
 from tests.support import thermostat, unique, until
 
@@ -71,20 +73,25 @@ async def test_an_allowed_will_goes_out_when_the_client_drops(secured: Secured) 
 
 
 @pytest.mark.parametrize("secured", ["amqtt"], indirect=True)  # mosquitto's acl_file
-async def test_the_embedded_broker_checks_a_will_again_when_it_goes_out(  # follows membership
-    secured: Secured,  # through `acl --follow`, tested in test_acl_follow.py
+@pytest.mark.parametrize("goes", ["drops", "falls silent"])  # follows membership through
+async def test_the_embedded_broker_checks_a_will_again_when_it_goes_out(  # `acl --follow`,
+    secured: Secured,  # tested in test_acl_follow.py
+    goes: str,
 ) -> None:
+    """The mapper goes by dropping its connection, or by sending nothing for 1.5 of its
+    keep-alives: the broker cuts it off then, and its Will meets today's rights."""
     assert secured.gate is not None
     update = topics.twin_update_topic(secured.a)  # a speaks modbus
     will = (update, _report("stale mapper"), False)
-    packet = connect_packet(
-        unique("m"), user="modbus-mapper", password=PASSWORDS["modbus-mapper"], will=will
-    )
+    login = {"user": "modbus-mapper", "password": PASSWORDS["modbus-mapper"]}
     denied = secured.gate.denied["publish"]
-    async with connected(secured.port, packet) as code:
-        assert code == 0
+    async with RawClient(secured.port) as mapper:
+        await mapper.connect(unique("m"), clean=True, keepalive=1, will=will, **login)
         name = secured.a.split("/")[1]
         assert await secured.node.service.apply([thermostat(name, protocol="mqtt")]) == []
+        if goes == "falls silent":
+            async with asyncio.timeout(10):
+                await mapper.closed()
     await until(
         lambda: secured.gate is not None and secured.gate.denied["publish"] > denied,
         "the Will is denied when it would go out",
