@@ -106,3 +106,30 @@ async def test_a_delta_sent_while_a_mapper_was_away_reaches_it_on_resume(node: N
         await _acked(mapper, message)
     assert (message.topic, message.qos) == (delta, 1)
     assert orjson.loads(message.payload)["delta"] == {"target": "23"}
+
+
+async def test_a_message_arrives_at_the_lower_of_its_qos_and_the_subscriptions(
+    node: Node,
+) -> None:
+    """MQTT-3.8.4-6: a QoS 1 publication reaches a QoS 2 subscription at QoS 1 and a QoS 0
+    one at QoS 0; so does the twin's own QoS 1 delta."""
+    name = unique("thermo")
+    assert await node.service.apply([thermostat_model(), thermostat(name)]) == []
+    topic, delta = f"promise/{unique('t')}", topics.delta_topic(f"default/{name}")
+    async with RawClient(node.broker_port) as high, RawClient(node.broker_port) as low:
+        await high.connect(unique("high"), clean=True)
+        await low.connect(unique("low"), clean=True)
+        assert await high.subscribe(topic, 2) == 2
+        assert await low.subscribe(topic, 0) == 0
+        assert await low.subscribe(delta, 0) == 0
+        await _published(node.broker_port, (topic, b"one", 1))
+        got = await high.publish()
+        await _acked(high, got)
+        assert (got.payload, got.qos) == (b"one", 1)
+        got = await low.publish()
+        assert (got.payload, got.qos) == (b"one", 0)
+        body = {"event_id": "set", "twin": {"target": {"expected": {"value": "24"}}}}
+        update = topics.twin_update_topic(f"default/{name}")
+        await _published(node.broker_port, (update, orjson.dumps(body), 1))
+        got = await low.publish()
+        assert (got.topic, got.qos) == (delta, 0)

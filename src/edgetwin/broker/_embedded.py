@@ -22,11 +22,13 @@ the ACL. Here a session belongs to the user that created it, a refused
 CONNECT touches no saved session, and a Will meets the ACL (and the rate
 limit) at CONNECT and again when it goes out.
 
-amqtt also breaks three of MQTT 3.1.1's promises to a client that comes back,
-kept here (:class:`_Handler`): a QoS 1/2 message the client had not
-acknowledged is sent again, DUP, when it resumes its session; what was queued
-while it was away goes out as live messages (amqtt flags them RETAIN); a
-client silent for 1.5 keep-alives is disconnected, so its Will goes out.
+amqtt also breaks MQTT 3.1.1's promises to a client that comes back, kept
+here (:class:`_Handler`): a QoS 1/2 message the client had not acknowledged
+is sent again, DUP, when it resumes its session; what was queued while it was
+away goes out as live messages (amqtt flags them RETAIN); a client silent for
+1.5 keep-alives is disconnected, so its Will goes out. And each subscriber
+gets a message at the lower of its QoS and the subscription's
+(:class:`_Broadcast`).
 Sessions live in the node's memory: a node restarted forgets them, where the
 node's mosquitto saves them. amqtt is pinned to the version this was written
 against.
@@ -134,6 +136,29 @@ class _Handler(BrokerProtocolHandler):  # type: ignore[misc]
             session.keep_alive,
         )
         self.writer.abort()
+
+
+def _refused_by_amqtt(topic: str) -> bool:
+    """A topic no client may publish to: a wildcard, or "$" but "$hw/"."""
+    dollar = topic.startswith("$") and not topic.startswith(KUBEEDGE_PREFIX)
+    return dollar or "+" in topic or "#" in topic
+
+
+class _Broadcast(dict[str, Any]):
+    """An entry of amqtt's broadcast queue, delivered to each subscriber at the lower of
+    the publication's QoS and the subscription's (MQTT-3.8.4-6).
+
+    amqtt's broadcast loop asks each entry ``get("qos", subscription_qos)`` per
+    subscriber and sends at the answer: the subscription's QoS when the entry has
+    none (a QoS 1 publication reached a QoS 2 subscriber at QoS 2), the entry's for
+    every subscriber when it has one (the twin's QoS 1 deltas reached QoS 0
+    subscribers at QoS 1, and were queued for them while they were away).
+    """
+
+    def get(self, key: str, default: Any = None) -> Any:  # noqa: ANN401 - dict's
+        if key == "qos" and default is not None and "qos" in self:
+            return min(self["qos"], default)
+        return super().get(key, default)
 
 
 def _keep_unacknowledged(session: Any, message: Any) -> None:  # noqa: ANN401 - amqtt's
@@ -423,12 +448,17 @@ class _KubeEdgeBroker(Broker):  # type: ignore[misc]
         data: bytes | bytearray | None,
         force_qos: int | None = None,
     ) -> None:
+        """Into amqtt's broadcast queue; ``force_qos`` is the publication's QoS, and each
+        subscriber gets the lower of it and its subscription's (:class:`_Broadcast`)."""
         # Client publications (session set; ACL already passed) also go to the local links.
         if session is not None and topic:
             for link in self._links:
                 if link.wants(topic):
                     link.deliver(topic, bytes(data or b""))
-        await super()._broadcast_message(session, topic, data, force_qos)
+        broadcast = _Broadcast(session=session, topic=topic, data=data)
+        if force_qos is not None:
+            broadcast["qos"] = force_qos
+        await self._broadcast_queue.put(broadcast)
 
     async def _handle_message_delivery(  # amqtt's own signature, untyped there
         self,
@@ -442,7 +472,10 @@ class _KubeEdgeBroker(Broker):  # type: ignore[misc]
         if topic and not self.gate.admit(identity, client_session.client_id):
             await self._refuse_over_rate(topic)
             return True
-        if not topic or not topic.startswith(KUBEEDGE_PREFIX) or "+" in topic or "#" in topic:
+        # amqtt's own path (which disconnects a client publishing to a "$" topic) only for
+        # what it refuses; the rest goes this way, which is amqtt's but for "$hw/" and the
+        # publication's QoS handed to the broadcast.
+        if not topic or _refused_by_amqtt(topic):
             return bool(
                 await super()._handle_message_delivery(client_session, handler, wait_deliver)
             )
@@ -455,7 +488,7 @@ class _KubeEdgeBroker(Broker):  # type: ignore[misc]
         await self.plugins_manager.fire_event(
             BrokerEvents.MESSAGE_BROADCAST, client_id=client_id, message=message
         )
-        await self._broadcast_message(client_session, topic, message.data)
+        await self._broadcast_message(client_session, topic, message.data, message.qos)
         if message.publish_packet and message.publish_packet.retain_flag:
             await self.retain_message(client_session, topic, message.data, message.qos)
         return True
