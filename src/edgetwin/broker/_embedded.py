@@ -127,7 +127,9 @@ class _Handler(BrokerProtocolHandler):  # type: ignore[misc]
             raise
 
     def handle_read_timeout(self) -> None:
-        session = self.session
+        session, writer = self.session, self.writer
+        if session is None or writer is None:  # detached: the connection is gone already
+            return
         _silent.write(
             str(session.client_id),
             "keepalive",
@@ -135,7 +137,7 @@ class _Handler(BrokerProtocolHandler):  # type: ignore[misc]
             printable(str(session.client_id)),
             session.keep_alive,
         )
-        self.writer.abort()
+        writer.abort()
 
 
 def _refused_by_amqtt(topic: str) -> bool:
