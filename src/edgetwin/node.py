@@ -77,7 +77,7 @@ class Node:
             log.info(
                 "loaded %d device(s) and %d model(s) from %s in %.0f ms",
                 len(self.engine.devices),
-                len(self.engine.models),
+                len(self.engine.catalog.models),
                 settings.database_path,
                 (time.perf_counter() - started) * 1000,
             )

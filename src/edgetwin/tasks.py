@@ -36,7 +36,8 @@ def _log_crash(task: asyncio.Task[None]) -> None:
 class Backoff:
     """Delays between retries: from ``first`` doubling up to ``max_delay``, each jittered
     by ±50 % so that many retrying clients spread out; :meth:`reset` after a success.
-    The one backoff of the node (broker links, watches, Modbus, DMI calls, mosquitto)."""
+    The one backoff of the node (broker links, watches, status writes, Modbus, DMI calls,
+    mosquitto)."""
 
     def __init__(self, max_delay: float, first: float = 0.1) -> None:
         self.first = first

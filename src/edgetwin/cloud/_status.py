@@ -34,6 +34,7 @@ from edgetwin.cloud._errors import ConflictError, ForbiddenError, NotFoundError
 from edgetwin.cloud._ledger import CloudLedger, device_status
 from edgetwin.config import CloudSettings
 from edgetwin.errors import CloudError
+from edgetwin.tasks import Backoff
 from edgetwin.twin import TwinEngine
 from edgetwin.twin.store import OutboxRow, Store, WriteBatch
 from edgetwin.wire.names import split_device_id
@@ -110,7 +111,7 @@ class StatusReporter:
         self._forbidden_logged: set[str] = set()
 
     async def run(self) -> None:
-        delay = 0.2
+        backoff = Backoff(self.settings.retry_max_delay, first=0.2)
         while True:
             self.store.outbox_written.clear()
             try:
@@ -118,11 +119,11 @@ class StatusReporter:
                     self.target = await discover_target(self.api)
                     log.info("device status goes to %s", self.target)
                 wait = await self._flush_due(self.target)
-                delay = 0.2
+                backoff.reset()
             except CloudError as exc:
                 self.counters.failures += 1
-                log.warning("status not written: %s; retrying in %.1f s", exc, delay)
-                wait, delay = delay, min(delay * 2, self.settings.retry_max_delay)
+                wait = backoff.next_delay()
+                log.warning("status not written: %s; retrying in %.1f s", exc, wait)
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):

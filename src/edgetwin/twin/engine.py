@@ -33,7 +33,7 @@ class TwinEngine:
         self.catalog = Catalog(node, settings, cloud)
         self.api = TwinApi(self.catalog, settings)
         self.devices = self.catalog.devices
-        self.models = self.catalog.models
+        """The catalog's devices (the same dict), read by most of the node's parts."""
         self.membership_listeners: list[Callable[[], None]] = []
         """Told when devices join or leave the node (the broker rewrites its ACL)."""
 
