@@ -227,6 +227,24 @@ class DmiSettings(_Section):
     max_message_bytes: int = Field(
         1_048_576, ge=1024, description="Largest request a mapper may send."
     )
+    allowed_uids: list[int] = Field(
+        default_factory=lambda: sorted({0, os.getuid()}),
+        description="Users (uid, from the socket's SO_PEERCRED) whose processes may use the "
+        "socket; by default root and the node's own user.",
+    )
+    allowed_gids: list[int] = Field(
+        default_factory=list,
+        description="Groups (gid) whose processes may use the socket too, whatever their user.",
+    )
+    rate: float = Field(
+        200.0,
+        gt=0,
+        description="Requests a second each mapper process may make, sustained (edgecore: 1 "
+        "for all mappers together; see the README).",
+    )
+    burst: int = Field(
+        400, ge=1, description="Requests a mapper process may make at once above its rate."
+    )
 
 
 class LogSettings(_Section):

@@ -109,6 +109,7 @@ class Node:
                         settings.node.data_dir,
                         self.mappers,
                         self._mapper_runtime,
+                        self.engine.catalog,
                         reconnect_max_delay=settings.broker.reconnect_max_delay,
                     )
                 )

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import re
 import shutil
 import tempfile
@@ -37,11 +39,27 @@ def with_dmi(settings: Settings, folder: Path) -> Settings:
     return settings.model_copy(update={"dmi": dmi})
 
 
+class Record:
+    """The calls the mapper got from the edge, in order (its DMIMAPPER_RECORD file)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def calls(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines()]
+
+    def methods(self) -> list[str]:
+        return [call["method"] for call in self.calls()]
+
+
 @contextlib.asynccontextmanager
 async def kubeedge_mapper(
-    folder: Path, edge: Path, protocol: str = "modbus"
+    folder: Path, edge: Path, protocol: str = "modbus", record: Record | None = None
 ) -> AsyncIterator[Path]:
     """The mapper, once it has registered with the edge at ``edge``; its own socket yielded.
+    With ``record``, every call it gets is written there.
 
     Started and stopped on a thread: the node it registers with runs on this event loop."""
     own = folder / f"{protocol}.sock"
@@ -62,7 +80,8 @@ async def kubeedge_mapper(
         )
     )
     args = [str(MAPPER), "--config-file", str(config), "--v", "2"]
-    process = child_process(args, re.compile("serving protocol"))
+    env = {**os.environ, "DMIMAPPER_RECORD": str(record.path)} if record else None
+    process = child_process(args, re.compile("serving protocol"), env=env)
     await asyncio.to_thread(process.__enter__)
     try:
         yield own
@@ -94,10 +113,14 @@ def thermostat_model(name: str) -> DeviceModel:
     )
 
 
-def thermostat(name: str, model: str, port: int) -> Device:
-    properties = [
+def thermostat(name: str, model: str, port: int, target: str | None = "20.0") -> Device:
+    """A thermostat whose ``target`` (ReadWrite) is ``target`` (the test mapper refuses a
+    device whose ReadWrite property comes without a desired value)."""
+    properties: list[dict[str, Any]] = [
         {"name": p, "collectCycle": 100, "reportCycle": 100, "reportToCloud": True}
         for p in ("target", "current")
     ]
+    if target is not None:
+        properties[0]["desired"] = {"value": target, "metadata": {"by": "test"}}
     config = {"ip": "127.0.0.1", "port": port, "slaveID": 1}
     return device_manifest(name, model, "modbus", config, properties)

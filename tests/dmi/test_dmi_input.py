@@ -108,7 +108,7 @@ async def test_bad_requests_get_a_reason_and_change_nothing(
         await _call(node, method, request_, RESPONSES[method])
     assert refused.value.code().name == code
     assert words in (refused.value.details() or "")
-    assert node.dmi.refused[code] == 1
+    assert node.dmi.requests == {(method, code): 1}
     assert node.dmi.mappers == {}
     assert set(node.mappers) == {"mqtt"}
     assert not (node.settings.node.data_dir / "dmi-mappers.json").exists()

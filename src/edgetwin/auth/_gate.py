@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ from edgetwin.auth._access import ANONYMOUS_ADMIN, AccessPolicy, Action, Identit
 from edgetwin.auth._passwords import PasswordFile
 from edgetwin.config import DEFAULTS, AuthSettings
 from edgetwin.logs import ThrottledLog
+from edgetwin.rates import RateLimits
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,7 @@ class Gate:
         )
         self._policy = AccessPolicy(auth, protocol_of)
         self._internal: dict[str, tuple[str, Identity]] = {}
-        self._rate = max_messages_per_second
-        self._buckets: dict[str, tuple[float, float]] = {}  # client id -> (tokens, when)
+        self._rates = RateLimits(max_messages_per_second, max_messages_per_second * BURST_SECONDS)
         self.log = ThrottledLog(log)
         self.refused: Counter[str] = Counter()
         """Refused connections, by reason."""
@@ -113,19 +112,12 @@ class Gate:
         """
         if who is not None and who.user and who.role in (Role.ADMIN, Role.MAPPER):
             return True
-        now = time.monotonic()
-        burst = self._rate * BURST_SECONDS
-        if len(self._buckets) > 10_000:  # bounded however many client ids come and go
-            self._buckets.clear()
-        tokens, then = self._buckets.get(client, (burst, now))
-        tokens = min(burst, tokens + (now - then) * self._rate)
-        if tokens < 1.0:
-            self._buckets[client] = (tokens, now)
-            self.rate_limited += 1
-            self.log.write(client, "rate", "%s is over %g messages/s; dropped", client, self._rate)
-            return False
-        self._buckets[client] = (tokens - 1.0, now)
-        return True
+        if self._rates.allow(client):
+            return True
+        self.rate_limited += 1
+        rate = self._rates.rate
+        self.log.write(client, "rate", "%s is over %g messages/s; dropped", client, rate)
+        return False
 
     def packet_too_large(self, peer: str, size: int, limit: int) -> None:
         self.too_large += 1

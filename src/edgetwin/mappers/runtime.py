@@ -36,6 +36,7 @@ from edgetwin.wire.messages import (
     error_result,
     get_request,
     state_update_request,
+    string_map,
     twin_update_request,
     write_failed_result,
 )
@@ -252,7 +253,7 @@ class MapperRuntime:
         if not isinstance(body, dict):
             return
         if delta is not None:
-            worker.desire(_strings(body.get("delta")))
+            worker.desire(string_map(body.get("delta")))
         elif not str(body.get("event_id", "")).startswith(self._event_prefix):
             return  # an answer to someone else
         elif got is not None:
@@ -261,12 +262,6 @@ class MapperRuntime:
             worker.refused(None)
         elif isinstance(body.get("errors"), dict):
             worker.refused(set(body["errors"]))
-
-
-def _strings(value: object) -> dict[str, str]:
-    if not isinstance(value, dict):
-        return {}
-    return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
 
 
 def _unwritten(twin: object) -> dict[str, str]:

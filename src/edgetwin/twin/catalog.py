@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
+import orjson
 from pydantic import ValidationError
 
 from edgetwin.config import TwinSettings
@@ -22,7 +23,7 @@ from edgetwin.twin.values import InvalidValueError, PropertyRule
 from edgetwin.wire import topics
 from edgetwin.wire.messages import now_ms
 from edgetwin.wire.resources import Device, DeviceModel, Resource
-from edgetwin.wire.spec import merge_spec
+from edgetwin.wire.spec import Desired, DeviceSpecMessage, merge_spec
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +187,33 @@ class Catalog:
             outcome.publications.append(Publication(spec[0], b"", retain=True))
         outcome.removed.append(self.member(twin))
         return outcome
+
+    def device_specs(self, protocol: str) -> list[DeviceSpecMessage]:
+        """The merged specs of the devices of ``protocol`` (what a mapper of it serves)."""
+        return [
+            DeviceSpecMessage.model_validate_json(payload)
+            for device_id, (topic, payload) in self.specs.items()
+            if topic == topics.spec_topic(protocol, device_id)
+        ]
+
+    def desired_values(self, device_id: str) -> dict[str, Desired]:
+        """A device's desired values, each with the metadata its Device gives it."""
+        twin = self.devices.get(device_id)
+        if twin is None:
+            return {}
+        spec = orjson.loads(twin.record.body).get("spec") or {}
+        metadata = {
+            p["name"]: (p.get("desired") or {}).get("metadata") or {}
+            for p in spec.get("properties") or []
+        }
+        return {
+            name: Desired(
+                prop.desired,
+                {"timestamp": str(prop.desired_ts), **metadata.get(name, {})},
+            )
+            for name, prop in twin.properties.items()
+            if prop.desired is not None
+        }
 
     def protocol_of(self, device_id: str) -> str | None:
         """The protocol of a device of this node (None if it has none or is not here)."""

@@ -123,6 +123,13 @@ class BadRequestError(Exception):
         self.event_id = event_id
 
 
+def string_map(value: object) -> dict[str, str]:
+    """The string entries of a decoded JSON object (nothing, if it is not one)."""
+    if not isinstance(value, dict):
+        return {}
+    return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
+
+
 def parse_request(model: type[RequestT], payload: bytes) -> RequestT:
     """Parse a request payload or raise BadRequestError with a one-line reason."""
     try:

@@ -8,7 +8,7 @@ property's ``visitors.configData`` over the model property's visitors).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 from pydantic.dataclasses import dataclass
@@ -52,6 +52,15 @@ class DeviceSpecMessage(BaseModel):
     protocol_config: dict[str, Any]
     properties: list[PropertySpec]
     methods: list[dict[str, Any]] = []
+
+
+class Desired(NamedTuple):
+    """A property's desired value as the twin has it, with its metadata (the Device's own
+    ``desired.metadata``, and ``timestamp`` where it has none): what KubeEdge hands a
+    mapper with the device."""
+
+    value: str
+    metadata: dict[str, str]
 
 
 def merge_spec(device: Device, model: DeviceModel, node: str | None = None) -> DeviceSpecMessage:

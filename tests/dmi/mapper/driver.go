@@ -122,9 +122,14 @@ func (d *device) reading(property string) (string, string, error) {
 	return value, "", nil
 }
 
+// stop ends the goroutine; one stuck in a report to an edge that is gone (mapper-framework
+// dials it with no deadline) is left behind, as the process is ending.
 func (d *device) stop() {
 	close(d.quit)
-	<-d.done
+	select {
+	case <-d.done:
+	case <-time.After(2 * time.Second):
+	}
 }
 
 func (d *device) run() {

@@ -6,6 +6,7 @@ require (
 	github.com/kubeedge/api v1.21.0
 	github.com/kubeedge/mapper-framework v1.21.0
 	github.com/simonvetter/modbus v1.6.4
+	google.golang.org/grpc v1.63.0
 	k8s.io/klog/v2 v2.120.1
 )
 
@@ -20,7 +21,6 @@ require (
 	golang.org/x/sys v0.28.0 // indirect
 	golang.org/x/text v0.21.0 // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20240401170217-c3f982113cda // indirect
-	google.golang.org/grpc v1.63.0 // indirect
 	google.golang.org/protobuf v1.35.2 // indirect
 	gopkg.in/yaml.v2 v2.4.0 // indirect
 )

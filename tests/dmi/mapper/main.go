@@ -15,7 +15,6 @@ import (
 	dmiapi "github.com/kubeedge/api/apis/dmi/v1beta1"
 	"github.com/kubeedge/mapper-framework/pkg/config"
 	"github.com/kubeedge/mapper-framework/pkg/grpcclient"
-	"github.com/kubeedge/mapper-framework/pkg/grpcserver"
 	"k8s.io/klog/v2"
 )
 
@@ -24,17 +23,17 @@ func main() {
 	if err != nil {
 		klog.Fatalf("config: %v", err)
 	}
-	devices, models := register()
 	panel := newPanel()
-	if err := panel.DevInit(devices, models); err != nil {
+	server, err := newRecorder(cfg.GrpcServer.SocketPath, panel, cfg.Common.Protocol)
+	if err != nil {
+		klog.Fatalf("record: %v", err)
+	}
+	devices, models := register()
+	if err := panel.DevInit(server.registered(devices, models), models); err != nil {
 		klog.Fatalf("devices from the edge: %v", err)
 	}
 	panel.DevStart()
 
-	server := grpcserver.NewServer(grpcserver.Config{
-		SockPath: cfg.GrpcServer.SocketPath,
-		Protocol: cfg.Common.Protocol,
-	}, panel)
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
 	var stopping atomic.Bool

@@ -11,6 +11,7 @@ travel as their JSON text in a ``StringValue``.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,11 +20,11 @@ from google.protobuf import any_pb2, wrappers_pb2
 from google.protobuf.message import Message
 
 from edgetwin.mappers.dmi._api import dmi_v1beta1_api_pb2 as pb
-from edgetwin.wire.spec import DeviceSpecMessage, PropertySpec
+from edgetwin.wire.spec import Desired, DeviceSpecMessage, PropertySpec
 
 
-def device_message(spec: DeviceSpecMessage, desired: Mapping[str, str]) -> pb.Device:
-    """The device as a mapper gets it; each property carries its desired value, if any."""
+def device_message(spec: DeviceSpecMessage, desired: Mapping[str, Desired]) -> pb.Device:
+    """The device as a mapper gets it, whole: each property carries its desired value."""
     return pb.Device(
         name=spec.name,
         namespace=spec.namespace,
@@ -71,11 +72,18 @@ def model_message(
     )
 
 
-def _property(protocol: str, prop: PropertySpec, desired: str | None) -> pb.DeviceProperty:
+def digest(message: Message) -> str:
+    """What a message holds, in 32 hex digits: what a mapper was given, kept to compare."""
+    data = message.SerializeToString(deterministic=True)
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _property(protocol: str, prop: PropertySpec, desired: Desired | None) -> pb.DeviceProperty:
+    metadata = {"type": prop.type.lower(), **(desired.metadata if desired else {})}
     return pb.DeviceProperty(
         name=prop.name,
         # mapper-framework reads desired and visitors without checking they are set.
-        desired=pb.TwinProperty(value=desired or "", metadata={"type": prop.type.lower()}),
+        desired=pb.TwinProperty(value=desired.value if desired else "", metadata=metadata),
         visitors=pb.VisitorConfig(protocolName=protocol, configData=_customized(prop.visitors)),
         reportCycle=prop.report_cycle,
         collectCycle=prop.collect_cycle,
