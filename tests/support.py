@@ -451,13 +451,14 @@ class NodeProcess:
         manifests: Path | None = None,
         extra: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
+        program: tuple[str, ...] = tuple(EDGETWIN),
     ) -> None:
         self.data_dir = data_dir
         self.env = env_without_edgetwin() | (env or {})
         self.node = node
         self.port = external_port or port or free_port()
         self.args = [
-            *EDGETWIN,
+            *program,
             "run",
             "--node",
             node,
