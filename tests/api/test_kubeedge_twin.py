@@ -13,7 +13,7 @@ from edgetwin.cloud import device_status
 from edgetwin.node import Node
 from edgetwin.wire import topics
 from edgetwin.wire.resources import Device, DeviceModel
-from tests.node.test_health import http, samples
+from tests.metrics import http, samples
 from tests.support import Paho, model_manifest, unique
 
 

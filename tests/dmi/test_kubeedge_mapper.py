@@ -22,6 +22,7 @@ from tests.dmi.kubeedge_mapper import (
 )
 from tests.mappers.modbus_support import HOLDING, INPUT, Slaves, tcp_slaves
 from tests.mappers.watch import DeviceWatch
+from tests.metrics import http, samples
 from tests.support import free_port, unique, until
 
 
@@ -256,7 +257,15 @@ async def test_a_device_the_mapper_refuses_is_counted_and_handed_over_again(
             watch.set(target="19")
             await _written(running, 190)
             await watch.until_reported(target="19.0")
+        assert node.health_port is not None
+        metrics = samples((await http(node.health_port, "/metrics"))[1])
     assert "has no desired value" in caplog.text
+    refused = (("method", "RegisterDevice"), ("protocol", "modbus"), ("result", "refused"))
+    assert metrics["edgetwin_dmi_calls_total", refused] >= 2
+    assert metrics["edgetwin_dmi_registrations_total", (("protocol", "modbus"),)] == 1
+    register = (("code", "OK"), ("method", "MapperRegister"))
+    assert metrics["edgetwin_dmi_requests_total", register] == 1
+    assert metrics["edgetwin_dmi_devices_pending", (("protocol", "modbus"),)] == 0
     registers = [c for c in record.calls() if c["method"] == "RegisterDevice"]
     assert all("no desired value" in c["result"] for c in registers[:-1])
     assert registers[-1] == {

@@ -14,7 +14,7 @@ import yaml
 from edgetwin.config import Settings
 from edgetwin.node import Node
 from edgetwin.wire import topics
-from tests.node.test_health import http
+from tests.metrics import http
 from tests.support import NodeProcess, Paho, thermostat, thermostat_model, unique
 
 FORGED = "2026-12-03 00:00:00,000 INFO    edgetwin.node: node forged ready"

@@ -14,7 +14,7 @@ import yaml
 
 from edgetwin.auth import PasswordFile
 from tests.kube.conftest import OURS, own_cluster
-from tests.node.test_health import http
+from tests.metrics import http
 from tests.support import EDGETWIN, Mosquitto, NodeProcess, env_without_edgetwin, unique
 
 

@@ -25,6 +25,7 @@ from edgetwin.wire.messages import Code
 if TYPE_CHECKING:
     from edgetwin.broker import EmbeddedBroker
     from edgetwin.cloud import CloudSync
+    from edgetwin.mappers.dmi import DmiServer
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -40,6 +41,8 @@ class Observed(Protocol):
     def cloud(self) -> CloudSync | None: ...
     @property
     def mappers(self) -> dict[str, MapperRuntime]: ...
+    @property
+    def dmi(self) -> DmiServer | None: ...
 
 
 class NodeMetrics:
@@ -77,6 +80,8 @@ class _NodeCollector(Collector):
             yield from self._broker(broker)
         if self._node.cloud is not None:
             yield from self._cloud(self._node.cloud)
+        if self._node.dmi is not None:
+            yield from self._dmi(self._node.dmi)
         mappers = GaugeMetricFamily(
             "edgetwin_mapper_devices",
             "Devices each mapper of the node serves.",
@@ -127,6 +132,8 @@ class _NodeCollector(Collector):
         broker = self._node.broker
         if broker is not None and not isinstance(broker, MosquittoBroker):
             suppressed.add_metric(["broker"], broker.gate.log.suppressed)
+        if self._node.dmi is not None:
+            suppressed.add_metric(["dmi"], self._node.dmi.log_suppressed())
         yield suppressed
 
     def _devices(self) -> Iterator[Metric]:
@@ -187,6 +194,42 @@ class _NodeCollector(Collector):
             "Connections closed for announcing a packet over broker.max_packet_bytes.",
             value=gate.too_large,
         )
+
+    def _dmi(self, dmi: DmiServer) -> Iterator[Metric]:
+        registrations = CounterMetricFamily(
+            "edgetwin_dmi_registrations",
+            "KubeEdge mappers' registrations on the DMI socket, by protocol.",
+            labels=["protocol"],
+        )
+        for protocol, count in sorted(dmi.registrations.items()):
+            registrations.add_metric([protocol], count)
+        yield registrations
+        requests = CounterMetricFamily(
+            "edgetwin_dmi_requests",
+            "Requests of mappers on the DMI socket, by method and answer (OK, or the gRPC "
+            "status of the refusal: PERMISSION_DENIED, RESOURCE_EXHAUSTED for the rate, ...).",
+            labels=["method", "code"],
+        )
+        for (method, code), count in sorted(dmi.requests.items()):
+            requests.add_metric([method, code], count)
+        yield requests
+        calls = CounterMetricFamily(
+            "edgetwin_dmi_calls",
+            "The node's calls to mappers, by protocol, method and result (ok; refused: the "
+            "mapper answered with an error; unavailable: it did not answer).",
+            labels=["protocol", "method", "result"],
+        )
+        pending = GaugeMetricFamily(
+            "edgetwin_dmi_devices_pending",
+            "Devices (and models) a mapper does not hold yet as the node has them.",
+            labels=["protocol"],
+        )
+        for protocol, mapper in sorted(dmi.mappers.items()):
+            for (method, result), count in sorted(mapper.handover.results.items()):
+                calls.add_metric([protocol, method, result], count)
+            pending.add_metric([protocol], mapper.handover.pending())
+        yield calls
+        yield pending
 
     def _cloud(self, cloud: CloudSync) -> Iterator[Metric]:
         yield GaugeMetricFamily(

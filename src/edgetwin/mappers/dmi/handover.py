@@ -83,7 +83,7 @@ class Handover:
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._unavailable = Backoff(max_delay)
         self._wake = asyncio.Event()
-        self._log = ThrottledLog(log)
+        self.log = ThrottledLog(log)
         self._task = start_guarded(self._run(), f"dmi-handover-{calls.protocol}")
 
     # --- what the mapper should hold -------------------------------------------------------
@@ -132,6 +132,10 @@ class Handover:
 
     def model(self, key: str) -> pb.DeviceModel | None:
         return self._models.get(key)
+
+    def pending(self) -> int:
+        """Devices and models the mapper does not hold yet as wanted."""
+        return len(self._dirty)
 
     async def settled(self, device_id: str) -> None:
         """Wait until the mapper holds the device as wanted now; MapperCallError if it
@@ -248,7 +252,7 @@ class Handover:
             await self.calls.call(method, request, response_type)
         except MapperUnavailableError as exc:
             self.results[method, "unavailable"] += 1
-            self._log.write(
+            self.log.write(
                 self.calls.protocol,
                 "unavailable",
                 "DMI: mapper %s at %s does not answer (%s); trying again",
@@ -304,7 +308,7 @@ class Handover:
             failing = self._failing[item] = _Failing(Backoff(self._max_delay), 0.0)
         delay = failing.backoff.next_delay()
         failing.not_before = time.monotonic() + delay
-        self._log.write(
+        self.log.write(
             item[1],
             method,
             "DMI: mapper %s refused %s of %s %s: %s; trying again in %.1f s",

@@ -153,6 +153,10 @@ class DmiServer:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
+    def log_suppressed(self) -> int:
+        """Log lines about refused requests and calls not written (throttled)."""
+        return self._log.suppressed + sum(m.handover.log.suppressed for m in self.mappers.values())
+
     # --- DeviceManagerService ---------------------------------------------------------------
 
     def _handlers(self) -> grpc.GenericRpcHandler:
