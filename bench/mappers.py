@@ -44,7 +44,7 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 from tests.dmi.kubeedge_mapper import kubeedge_mapper
 from tests.mappers.modbus_support import slave
-from tests.node.test_health import http, samples
+from tests.metrics import http, samples
 from tests.support import NodeProcess, Paho, device_manifest, free_port, write_manifests
 
 from bench.throughput import GO_TOOLS, build_go_tools, cpu_seconds, wait_for_specs
