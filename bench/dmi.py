@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 
 import grpc
+from tests.support import NodeProcess, device_manifest, model_manifest, write_manifests
 
 from bench.throughput import cpu_seconds
 from edgetwin.mappers.dmi._api import dmi_v1beta1_api_pb2 as pb
-from tests.support import NodeProcess, device_manifest, model_manifest, write_manifests
 
 PROTOCOL = "benchdmi"
 REPORT = "/v1beta1.DeviceManagerService/ReportDeviceStatus"
