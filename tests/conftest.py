@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# Before anything imports gRPC (see edgetwin.mappers.dmi): the tests fork mosquittos too.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 from edgetwin.config import load_settings
 from edgetwin.node import Node
 from tests.support import mosquitto, unique
