@@ -53,7 +53,13 @@ class Container:
     """A node's container: ``edgetwin run`` with ``args``, its broker and health server on
     free ports of 127.0.0.1 (the environment overrides whatever settings file it gets)."""
 
-    def __init__(self, *args: str, mounts: dict[Path, str], env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        *args: str,
+        mounts: dict[Path, str],
+        env: dict[str, str],
+        entrypoint: str | None = None,
+    ) -> None:
         self.name = unique("edgetwin")
         self.port = free_port()
         self.health_port = free_port()
@@ -64,6 +70,8 @@ class Container:
             "EDGETWIN_HEALTH__PORT": str(self.health_port),
         }
         self.run_args = ["--network", "host", "--name", self.name]
+        if entrypoint is not None:
+            self.run_args += ["--entrypoint", entrypoint]
         for source, target in mounts.items():
             self.run_args += ["--volume", f"{source}:{target}"]
         for key, value in {**env, **own}.items():
@@ -106,9 +114,9 @@ class Container:
 
 @contextlib.asynccontextmanager
 async def running(
-    *args: str, mounts: dict[Path, str], env: dict[str, str]
+    *args: str, mounts: dict[Path, str], env: dict[str, str], entrypoint: str | None = None
 ) -> AsyncIterator[Container]:
-    container = Container(*args, mounts=mounts, env=env)
+    container = Container(*args, mounts=mounts, env=env, entrypoint=entrypoint)
     await asyncio.to_thread(container.start)
     try:
         await container.ready()

@@ -16,7 +16,7 @@ from typing import Any
 from edgetwin.cli import _client
 from edgetwin.cli._acl import MosquittoAclFollower
 from edgetwin.cli._logs import configure_logging
-from edgetwin.cli._notify import notify
+from edgetwin.cli._notify import systemd_notifier
 from edgetwin.config import Settings, load_settings
 from edgetwin.errors import EdgetwinError
 
@@ -187,6 +187,7 @@ async def _serve_until_signal(service: AbstractAsyncContextManager[object]) -> N
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
+    notify = systemd_notifier()
     async with service:
         notify("READY=1")
         await stop.wait()
