@@ -178,6 +178,29 @@ class Cluster:
             folder / f"{node}.kubeconfig", node, NODES, context=context
         )
 
+    def pod_token(self, namespace: str, node: str, account: str = "edgetwin-node") -> str:
+        """A token of ``account`` bound to a pod on ``node``, as the kubelet mounts it into
+        a DaemonSet's pod: the Node and the Pod are made (no kubelet runs them), the token
+        by kubectl as the issue of such tokens is tested by hand."""
+        meta = client.V1ObjectMeta(name=node, labels={"edgetwin.io/node": "true"})
+        self.core.create_node(client.V1Node(metadata=meta))
+        pod = client.V1Pod(
+            metadata=client.V1ObjectMeta(name=f"edgetwin-{node}", namespace=namespace),
+            spec=client.V1PodSpec(
+                node_name=node,
+                service_account_name=account,
+                containers=[client.V1Container(name="edgetwin", image="edgetwin")],
+            ),
+        )
+        self.core.create_namespaced_pod(namespace, pod)
+        token = kubectl(
+            self.kubeconfig,
+            *("create", "token", account, "-n", namespace),
+            *("--bound-object-kind", "Pod", "--bound-object-name", f"edgetwin-{node}"),
+        )
+        assert token.returncode == 0, token.stderr
+        return token.stdout.strip()
+
     def namespace(self, name: str) -> str:
         self.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
         return name

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client
 
 from edgetwin.wire import topics
 from tests.image.podman import build_image, running, state_folder
@@ -59,25 +58,8 @@ def _pod_credentials(cluster: Cluster, namespace: str, node: str, folder: Path) 
     """What the kubelet would mount into the site's pod on ``node``: a token of the
     DaemonSet's ServiceAccount bound to that pod (so the API server knows its node), the
     namespace and the cluster's CA."""
-    meta = client.V1ObjectMeta(name=node, labels={"edgetwin.io/node": "true"})
-    cluster.core.create_node(client.V1Node(metadata=meta))
-    pod = client.V1Pod(
-        metadata=client.V1ObjectMeta(name=f"edgetwin-{node}", namespace=namespace),
-        spec=client.V1PodSpec(
-            node_name=node,
-            service_account_name="edgetwin-node",
-            containers=[client.V1Container(name="edgetwin", image="edgetwin")],
-        ),
-    )
-    cluster.core.create_namespaced_pod(namespace, pod)
-    token = kubectl(
-        cluster.kubeconfig,
-        *("create", "token", "edgetwin-node", "-n", namespace),
-        *("--bound-object-kind", "Pod", "--bound-object-name", f"edgetwin-{node}"),
-    )
-    assert token.returncode == 0, token.stderr
     folder.mkdir(parents=True)
-    (folder / "token").write_text(token.stdout.strip())
+    (folder / "token").write_text(cluster.pod_token(namespace, node))
     (folder / "namespace").write_text(namespace)
     (folder / "ca.crt").write_bytes((cluster.server.folder / "ca.crt").read_bytes())
     for part in folder.iterdir():

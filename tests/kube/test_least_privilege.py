@@ -17,9 +17,11 @@ from kubernetes.client.exceptions import ApiException
 
 from edgetwin.wire import topics
 from tests.kube.conftest import Cluster, G, V, node_settings_for, synced_node
+from tests.kube.kubestand import kubectl
 from tests.support import Paho, unique, until
 
 Obj = dict[str, Any]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextlib.contextmanager
@@ -72,15 +74,49 @@ async def test_a_node_token_writes_only_its_own_devices(cluster: Cluster, tmp_pa
         await _writes_as_two_nodes(cluster, as_a, as_b, (node_a, dev_a), (node_b, dev_b))
 
 
+async def test_pod_bound_tokens_of_one_daemonset_write_only_their_node_s_devices(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """deploy/: one ServiceAccount for every pod of the DaemonSet; each pod's token is bound
+    to it, and the API server tells the policies which node it is on."""
+    ns = cluster.namespace(unique("site"))
+    applied = kubectl(cluster.kubeconfig, "apply", "-k", str(ROOT / "deploy/base"), "-n", ns)
+    assert applied.returncode == 0, applied.stderr
+    node_a, node_b = unique("edge-a"), unique("edge-b")
+    dev_a, dev_b = unique("dev"), unique("dev")
+    await cluster.add_thermostat(dev_a, node_a, ns)
+    await cluster.add_thermostat(dev_b, node_b, ns)
+
+    def kubeconfig(token: str, name: str) -> Path:
+        return cluster.server.kubeconfig(tmp_path / name, token=token, namespace=ns)
+
+    pod_a, pod_b = cluster.pod_token(ns, node_a), cluster.pod_token(ns, node_b)
+    unbound = kubectl(cluster.kubeconfig, "create", "token", "edgetwin-node", "-n", ns)
+    with (
+        _objects_as(kubeconfig(pod_a, "a.kubeconfig")) as as_a,
+        _objects_as(kubeconfig(pod_b, "b.kubeconfig")) as as_b,
+        _objects_as(kubeconfig(unbound.stdout.strip(), "unbound.kubeconfig")) as as_nobody,
+    ):
+        await _writes_as_two_nodes(cluster, as_a, as_b, (node_a, dev_a), (node_b, dev_b), ns)
+        body = {"status": {"twins": [{"propertyName": "count", "reported": {"value": "7"}}]}}
+        # A token of the account that is bound to no pod names no node: refused even for A's.
+        refused = await _code(
+            lambda: as_nobody.patch_namespaced_custom_object(
+                G, V, ns, "devicestatuses", dev_a, body
+            )
+        )
+        assert refused == 403
+
+
 async def _writes_as_two_nodes(
     cluster: Cluster,
     as_a: client.CustomObjectsApi,
     as_b: client.CustomObjectsApi,
     a: tuple[str, str],
     b: tuple[str, str],
+    ns: str = "default",
 ) -> None:
     (node_a, dev_a), (node_b, dev_b) = a, b
-    ns = "default"
 
     def create(api: client.CustomObjectsApi, name: str) -> Callable[[], Any]:
         return lambda: api.create_namespaced_custom_object(
@@ -107,10 +143,10 @@ async def _writes_as_two_nodes(
     assert await _code(patch(as_a, "devices", dev_b, moved)) == 403
     assert await _code(patch(as_a, "devices", dev_a, {"metadata": {"labels": {"x": "y"}}})) == 403
 
-    status_b = await cluster.get("devicestatuses", dev_b)
+    status_b = await cluster.get("devicestatuses", dev_b, ns)
     assert status_b is not None
     assert status_b["status"]["twins"][0]["reported"]["value"] == "1"
-    device_b = await cluster.get("devices", dev_b)
+    device_b = await cluster.get("devices", dev_b, ns)
     assert device_b is not None
     assert device_b["spec"]["nodeName"] == node_b
     assert "status" not in device_b
