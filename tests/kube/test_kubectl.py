@@ -61,7 +61,7 @@ async def test_kubectl_apply_k_installs_the_crds_and_the_role(tmp_path: Path) ->
         }
         assert grants == {
             *((r, v) for r in ("devices", "devicemodels") for v in ("get", "list", "watch")),
-            *(("devicestatuses", v) for v in ("get", "create", "patch")),
+            *(("devicestatuses", v) for v in ("get", "create", "patch", "delete")),
             *((r, "patch") for r in ("devices", "devices/status", "devicestatuses/status")),
         }
 

@@ -36,11 +36,17 @@ def _objects_as(kubeconfig: Path) -> Iterator[client.CustomObjectsApi]:
         api_client.rest_client.pool_manager.clear()
 
 
-def _status_body(name: str, value: str) -> Obj:
+def _status_body(name: str, value: str, writer: str, owner_uid: str) -> Obj:
+    """A DeviceStatus as a node makes one: owned by its Device, naming its writer."""
+    owner = {"apiVersion": f"{G}/{V}", "kind": "Device", "name": name, "uid": owner_uid}
     return {
         "apiVersion": f"{G}/{V}",
         "kind": "DeviceStatus",
-        "metadata": {"name": name},
+        "metadata": {
+            "name": name,
+            "annotations": {"edgetwin.io/status-writer": writer},
+            "ownerReferences": [owner],
+        },
         "status": {"twins": [{"propertyName": "count", "reported": {"value": value}}]},
     }
 
@@ -117,11 +123,16 @@ async def _writes_as_two_nodes(
     ns: str = "default",
 ) -> None:
     (node_a, dev_a), (node_b, dev_b) = a, b
+    uids = {}
+    for name in (dev_a, dev_b):
+        device = await cluster.get("devices", name, ns)
+        assert device is not None
+        uids[name] = device["metadata"]["uid"]
+    writers = {as_a: node_a, as_b: node_b}
 
     def create(api: client.CustomObjectsApi, name: str) -> Callable[[], Any]:
-        return lambda: api.create_namespaced_custom_object(
-            G, V, ns, "devicestatuses", _status_body(name, "1")
-        )
+        body = _status_body(name, "1", writers[api], uids[name])
+        return lambda: api.create_namespaced_custom_object(G, V, ns, "devicestatuses", body)
 
     def patch(api: client.CustomObjectsApi, plural: str, name: str, body: Obj) -> Callable[[], Any]:
         return lambda: api.patch_namespaced_custom_object(G, V, ns, plural, name, body)
@@ -171,3 +182,38 @@ async def test_the_node_itself_works_under_the_policies(cluster: Cluster, tmp_pa
             return any(t["reported"]["value"] == "5" for t in twins)
 
         await until(reported, "the node's own status write passes the policies")
+
+
+async def test_a_node_takes_over_a_device_status_someone_else_made(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A DeviceStatus made by another (cloudcore, an admin, an older node) names no writer:
+    the device's node deletes it and makes its own, which then only it may update."""
+    settings = node_settings_for(cluster, tmp_path)
+    name, other = unique("dev"), unique("edge-other")
+    await cluster.add_thermostat(name, settings.node.name)
+    made = {"apiVersion": f"{G}/{V}", "kind": "DeviceStatus", "metadata": {"name": name}}
+    made["status"] = {"twins": [{"propertyName": "count", "reported": {"value": "0"}}]}
+    await cluster.create("devicestatuses", made)
+    async with synced_node(settings) as node, Paho(node.broker_port) as mqtt:
+        update = topics.twin_update_topic(f"default/{name}")
+        await mqtt.subscribe(f"{update}/result")
+        await mqtt.request(update, {"twin": {"count": {"actual": {"value": "5"}}}})
+
+        async def taken_over() -> bool:
+            obj = await cluster.get("devicestatuses", name) or {}
+            writer = (obj["metadata"].get("annotations") or {}).get("edgetwin.io/status-writer")
+            twins = (obj.get("status") or {}).get("twins") or []
+            return writer == settings.node.name and any(
+                t["reported"]["value"] == "5" for t in twins
+            )
+
+        await until(taken_over, "the node's own DeviceStatus, with its value")
+    with _objects_as(cluster.node_kubeconfig(tmp_path, other)) as as_other:
+        forged = {"status": {"twins": [{"propertyName": "count", "reported": {"value": "9"}}]}}
+        code = await _code(
+            lambda: as_other.patch_namespaced_custom_object(
+                G, V, "default", "devicestatuses", name, forged
+            )
+        )
+        assert code == 403

@@ -148,6 +148,19 @@ class KubeApi:
         )
         return await self._call(method, GROUP, VERSION, namespace, plural, name, patch)
 
+    async def delete(self, plural: str, namespace: str, name: str, uid: str) -> Obj:
+        """Delete the object, if it is still the one with this ``uid`` (else a conflict)."""
+        options = {"preconditions": {"uid": uid}}
+        return await self._call(
+            self._objects.delete_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            plural,
+            name,
+            body=options,
+        )
+
     async def served_resources(self) -> set[str]:
         """What the cluster serves in devices.kubeedge.io/v1beta1: plurals, and subresources
         as ``plural/status`` (whether there is a DeviceStatus, and whether it has a status)."""

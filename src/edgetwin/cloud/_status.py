@@ -10,7 +10,8 @@ at most ``rate_limit`` requests per second for the node, then deletes exactly
 the rows it sent; a newer value written meanwhile stays queued.
 
 Where the status goes: a DeviceStatus of the same name, created owned by the
-Device if missing (KubeEdge 1.23); on a cluster without that resource, the
+Device and naming this node as its writer if missing, or made again if it
+names no writer or another (KubeEdge 1.23); on a cluster without that resource, the
 Device's own ``status`` (older KubeEdge). Whether that resource has a status
 subresource comes from discovery at start: KubeEdge's DeviceStatus has none,
 and cloudcore merge-patches the main object, so the node does the same there
@@ -42,6 +43,9 @@ from edgetwin.wire.names import split_device_id
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
+
+WRITER_ANNOTATION = "edgetwin.io/status-writer"
+"""Names the node that writes a DeviceStatus (crds/admission.yaml checks it on updates)."""
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,7 @@ class StatusReporter:
 
     def _forbid(self, device: str, exc: ForbiddenError) -> None:
         self.counters.failures += 1
+        self._has_status_object.discard(device)  # looked at again: one to make anew?
         self._next[device] = time.monotonic() + self.settings.retry_max_delay
         if device not in self._forbidden_logged:
             self._forbidden_logged.add(device)
@@ -190,13 +195,22 @@ class StatusReporter:
         return await call
 
     async def _ensure_status_object(self, namespace: str, name: str) -> None:
-        """A DeviceStatus for the device, owned by it, so it goes when the Device goes."""
+        """A DeviceStatus for the device that names this node as its writer, owned by the
+        Device, so it goes when the Device goes. One made by someone else (cloudcore, an
+        admin, an older node, another node before the Device existed) is replaced: the
+        admission policies let a node update only a DeviceStatus that names it."""
+        node = self.engine.catalog.node
         try:
-            await self._request(self.api.get("devicestatuses", namespace, name))
+            found = await self._request(self.api.get("devicestatuses", namespace, name))
         except NotFoundError:
             pass
         else:
-            return
+            meta = found.get("metadata") or {}
+            if (meta.get("annotations") or {}).get(WRITER_ANNOTATION) == node:
+                return
+            log.info("DeviceStatus %s/%s was not written by this node: made again", namespace, name)
+            with contextlib.suppress(NotFoundError):
+                await self._request(self.api.delete("devicestatuses", namespace, name, meta["uid"]))
         device = await self._request(self.api.get("devices", namespace, name))
         owner = {
             "apiVersion": f"{GROUP}/{VERSION}",
@@ -209,7 +223,12 @@ class StatusReporter:
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "DeviceStatus",
-            "metadata": {"name": name, "namespace": namespace, "ownerReferences": [owner]},
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "ownerReferences": [owner],
+                "annotations": {WRITER_ANNOTATION: node},
+            },
         }
         try:
             await self._request(self.api.create("devicestatuses", namespace, body))
