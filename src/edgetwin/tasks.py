@@ -35,9 +35,9 @@ def _log_crash(task: asyncio.Task[None]) -> None:
 
 class Backoff:
     """Delays between retries: from ``first`` doubling up to ``max_delay``, each jittered
-    by ±50 % so that many retrying clients spread out; :meth:`reset` after a success.
-    The one backoff of the node (broker links, watches, status writes, Modbus, DMI calls,
-    mosquitto)."""
+    by ±50 % so that many retrying clients spread out, and never over ``max_delay`` (the
+    bound the settings promise); :meth:`reset` after a success. The one backoff of the
+    node (broker links, watches, status writes, Modbus, DMI calls, mosquitto)."""
 
     def __init__(self, max_delay: float, first: float = 0.1) -> None:
         self.first = first
@@ -48,7 +48,7 @@ class Backoff:
 
     def next_delay(self) -> float:
         """The (jittered) delay before the next attempt; the one after it doubles."""
-        delay = self._delay * random.uniform(0.5, 1.5)  # noqa: S311 - jitter
+        delay = min(self._delay * random.uniform(0.5, 1.5), self.max_delay)  # noqa: S311 - jitter
         self._delay = min(self._delay * 2, self.max_delay)
         self.failures += 1
         return delay
