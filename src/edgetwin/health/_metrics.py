@@ -10,8 +10,8 @@ registry, so several nodes in one process (the tests) do not mix.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -168,22 +168,18 @@ class _NodeCollector(Collector):
             "Clients connected to the embedded broker.",
             value=broker.connected_clients(),
         )
-        refused = CounterMetricFamily(
+        yield _counted(
             "edgetwin_broker_connections_refused",
             "Connections refused, by reason.",
-            labels=["reason"],
+            ["reason"],
+            gate.refused,
         )
-        for reason, count in sorted(gate.refused.items()):
-            refused.add_metric([reason], count)
-        yield refused
-        denied = CounterMetricFamily(
+        yield _counted(
             "edgetwin_broker_denied",
             "Publications and subscriptions the ACL denied, by action.",
-            labels=["action"],
+            ["action"],
+            gate.denied,
         )
-        for action, count in sorted(gate.denied.items()):
-            denied.add_metric([action], count)
-        yield denied
         yield CounterMetricFamily(
             "edgetwin_broker_rate_limited",
             "Publications dropped for going over a client's message rate.",
@@ -196,23 +192,19 @@ class _NodeCollector(Collector):
         )
 
     def _dmi(self, dmi: DmiServer) -> Iterator[Metric]:
-        registrations = CounterMetricFamily(
+        yield _counted(
             "edgetwin_dmi_registrations",
             "KubeEdge mappers' registrations on the DMI socket, by protocol.",
-            labels=["protocol"],
+            ["protocol"],
+            dmi.registrations,
         )
-        for protocol, count in sorted(dmi.registrations.items()):
-            registrations.add_metric([protocol], count)
-        yield registrations
-        requests = CounterMetricFamily(
+        yield _counted(
             "edgetwin_dmi_requests",
             "Requests of mappers on the DMI socket, by method and answer (OK, or the gRPC "
             "status of the refusal: PERMISSION_DENIED, RESOURCE_EXHAUSTED for the rate, ...).",
-            labels=["method", "code"],
+            ["method", "code"],
+            dmi.requests,
         )
-        for (method, code), count in sorted(dmi.requests.items()):
-            requests.add_metric([method, code], count)
-        yield requests
         calls = CounterMetricFamily(
             "edgetwin_dmi_calls",
             "The node's calls to mappers, by protocol, method and result (ok; refused: the "
@@ -248,6 +240,16 @@ class _NodeCollector(Collector):
         )
         for key, value in stats.items():
             yield CounterMetricFamily(f"edgetwin_cloud_{key}", f"Cloud sync: {key}.", value=value)
+
+
+def _counted(
+    name: str, documentation: str, labels: list[str], counts: Mapping[Any, int]
+) -> CounterMetricFamily:
+    """A counter family from counts by label value (a tuple of them for several labels)."""
+    family = CounterMetricFamily(name, documentation, labels=labels)
+    for key, count in sorted(counts.items()):
+        family.add_metric(list(key) if isinstance(key, tuple) else [key], count)
+    return family
 
 
 def _reason(code: int) -> str:
