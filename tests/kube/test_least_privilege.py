@@ -202,7 +202,8 @@ async def test_a_node_takes_over_a_device_status_someone_else_made(
 
         async def taken_over() -> bool:
             obj = await cluster.get("devicestatuses", name) or {}
-            writer = (obj["metadata"].get("annotations") or {}).get("edgetwin.io/status-writer")
+            meta = obj.get("metadata") or {}  # none: between the delete and the create
+            writer = (meta.get("annotations") or {}).get("edgetwin.io/status-writer")
             twins = (obj.get("status") or {}).get("twins") or []
             return writer == settings.node.name and any(
                 t["reported"]["value"] == "5" for t in twins
