@@ -82,6 +82,7 @@ async def main() -> None:
         meta = {
             "name": "mine",
             "annotations": {"edgetwin.io/status-writer": node},
+            "labels": {"edgetwin.io/node-status": "true"},
             "ownerReferences": [owner],
         }
         body = {"apiVersion": f"{G}/{V}", "kind": "DeviceStatus", "metadata": meta}
@@ -96,6 +97,7 @@ async def main() -> None:
                 p50, p99, cpu = measure(cluster, api, "mine", args.patches)
                 rows.append((size, who, p50, p99, cpu))
                 print(rows[-1], flush=True)
+        creates = await _creates(cluster, as_node, as_admin, node)
     policies = args.policies or "crds/admission.yaml"
     print(
         f"{args.patches} sequential DeviceStatus merge patches, kube-apiserver 1.37.2 on "
@@ -105,6 +107,38 @@ async def main() -> None:
     print("| ---: | --- | ---: | ---: | ---: |")
     for size, who, p50, p99, cpu in rows:
         print(f"| {size:,} | {who} | {p50:.1f} ms | {p99:.1f} ms | {cpu:.2f} ms |")
+    print(f"\nDeviceStatus creates with {count:,} Devices in the namespace, API server CPU each:")
+    for who, cpu in creates.items():
+        print(f"- {who}: {cpu:.2f} ms")
+
+
+async def _creates(
+    cluster: Cluster, as_node: Any, as_admin: Any, node: str, each: int = 20
+) -> dict[str, float]:
+    """API server CPU per DeviceStatus create: a node's (checked against the namespace's
+    Devices) and an admin's or cloudcore's (not)."""
+    assert cluster.server.proc is not None
+    pid = cluster.server.proc.pid
+    out = {}
+    for who, api in (("node", as_node), ("admin", as_admin)):
+        bodies = []
+        for i in range(each):
+            name = f"{who}-create-{i}"
+            await cluster.add_thermostat(name, node)
+            device = await cluster.get("devices", name)
+            assert device is not None
+            owner = {"apiVersion": f"{G}/{V}", "kind": "Device", "name": name}
+            owner["uid"] = device["metadata"]["uid"]
+            meta: dict[str, Any] = {"name": name, "ownerReferences": [owner]}
+            if who == "node":
+                meta["annotations"] = {"edgetwin.io/status-writer": node}
+                meta["labels"] = {"edgetwin.io/node-status": "true"}
+            bodies.append({"apiVersion": f"{G}/{V}", "kind": "DeviceStatus", "metadata": meta})
+        cpu = _cpu_seconds(pid)
+        for body in bodies:
+            api.create_namespaced_custom_object(G, V, "default", "devicestatuses", body)
+        out[who] = (_cpu_seconds(pid) - cpu) * 1000 / each
+    return out
 
 
 def replace_policies(cluster: Cluster, policies: Path) -> None:

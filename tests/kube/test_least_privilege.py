@@ -45,6 +45,7 @@ def _status_body(name: str, value: str, writer: str, owner_uid: str) -> Obj:
         "metadata": {
             "name": name,
             "annotations": {"edgetwin.io/status-writer": writer},
+            "labels": {"edgetwin.io/node-status": "true"},
             "ownerReferences": [owner],
         },
         "status": {"twins": [{"propertyName": "count", "reported": {"value": value}}]},
@@ -140,6 +141,14 @@ async def _writes_as_two_nodes(
     forged = {"status": {"twins": [{"propertyName": "count", "reported": {"value": "666"}}]}}
     # A creating B's DeviceStatus: refused by the server.
     assert await _until_enforced(lambda: _code(create(as_a, dev_b))) == 403
+    # Its own without the label that sends a node's create to the check against the Device:
+    # refused (else the check would be skipped).
+    unlabelled = _status_body(dev_a, "1", node_a, uids[dev_a])
+    del unlabelled["metadata"]["labels"]
+    create_unlabelled = lambda: as_a.create_namespaced_custom_object(  # noqa: E731
+        G, V, ns, "devicestatuses", unlabelled
+    )
+    assert await _code(create_unlabelled) == 422
     # Each creating its own: allowed.
     assert await _code(create(as_a, dev_a)) == 200
     assert await _code(create(as_b, dev_b)) == 200

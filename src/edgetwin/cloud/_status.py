@@ -46,6 +46,8 @@ Obj = dict[str, Any]
 
 WRITER_ANNOTATION = "edgetwin.io/status-writer"
 """Names the node that writes a DeviceStatus (crds/admission.yaml checks it on updates)."""
+NODE_STATUS_LABEL = "edgetwin.io/node-status"
+"""Marks a DeviceStatus a node creates: its create is checked against the Device."""
 
 
 @dataclass(frozen=True)
@@ -228,6 +230,7 @@ class StatusReporter:
                 "namespace": namespace,
                 "ownerReferences": [owner],
                 "annotations": {WRITER_ANNOTATION: node},
+                "labels": {NODE_STATUS_LABEL: "true"},
             },
         }
         try:
