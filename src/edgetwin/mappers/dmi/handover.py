@@ -126,13 +126,6 @@ class Handover:
         self._models.pop(key, None)
         self._put("model", key, None)
 
-    def device(self, device_id: str) -> pb.Device | None:
-        """The device as the mapper should hold it."""
-        return self._devices.get(device_id)
-
-    def model(self, key: str) -> pb.DeviceModel | None:
-        return self._models.get(key)
-
     def pending(self) -> int:
         """Devices and models the mapper does not hold yet as wanted."""
         return len(self._dirty)
