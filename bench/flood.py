@@ -1,0 +1,84 @@
+"""One device floods the node: are the other devices' updates still served, and how fast?
+
+A node process (``edgetwin run`` on its own mosquitto, the default broker, which has no
+per-client rate limit) with 1,000 devices and one more, the flooder. The Go load
+generator (``bench/loadgen``) sends the others' twin/updates at a steady rate, paced
+(open loop: latency from the planned send time), first alone, then while a second
+generator sends the flooder's twin/updates as fast as ``--flood-rate`` asks. Reported:
+the others' result latency p50/p99 in both runs and how many of them were answered, the
+rate the flooder got, and the node's CPU.
+
+Run: ``.venv/bin/python -m bench.flood [--flood-rate 20000] [--rate 1000] [--messages 20000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+from pathlib import Path
+
+from tests.support import NodeProcess, thermostat, write_manifests
+
+from bench.throughput import build_go_tools, cpu_seconds, loadgen, node_config, wait_for_specs
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--devices", type=int, default=1000)
+    parser.add_argument("--rate", type=int, default=1000, help="the others' updates/s")
+    parser.add_argument("--messages", type=int, default=20_000, help="the others' updates")
+    parser.add_argument("--flood-rate", type=int, default=20_000)
+    args = parser.parse_args()
+    build_go_tools()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        devices = [thermostat(f"d{i}") for i in range(args.devices)] + [thermostat("f0")]
+        manifests = write_manifests(work / "manifests", devices)
+        config = node_config(work, "embedded mosquitto")
+        node = NodeProcess(
+            work / "data", node="flood", manifests=manifests, extra=("--config", str(config))
+        )
+        with node:
+            assert node.proc is not None
+            pid = node.proc.pid
+            await wait_for_specs(node.port, args.devices + 1)
+            others = {"messages": args.messages, "devices": args.devices, "rate": args.rate}
+            cpu = cpu_seconds(pid)
+            alone = await loadgen(node.port, "twin", window=20_000, **others)
+            cpu_alone = cpu_seconds(pid) - cpu
+            seconds = args.messages / args.rate + 5  # the flood outlasts the measured run
+            flood = asyncio.create_task(
+                loadgen(
+                    node.port,
+                    "twin",
+                    window=20_000,
+                    messages=int(args.flood_rate * seconds),
+                    devices=1,
+                    prefix="f",
+                    clients=1,
+                    rate=args.flood_rate,
+                )
+            )
+            await asyncio.sleep(2)  # the flood is under way (a bench may wait by the clock)
+            cpu = cpu_seconds(pid)
+            under = await loadgen(node.port, "twin", window=20_000, **others)
+            cpu_under = cpu_seconds(pid) - cpu
+            flooded = await flood
+    print(
+        f"{args.devices:,} devices at {args.rate:,} updates/s; one device at "
+        f"{args.flood_rate:,}/s asked\n"
+    )
+    print("| run | others answered/s | others p50 ms | others p99 ms | node CPU (cores) |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for label, run, cpu in (("alone", alone, cpu_alone), ("under the flood", under, cpu_under)):
+        busy = args.messages / run["rate"]
+        print(
+            f"| {label} | {run['rate']:,.0f} | {run['p50_ms']:.1f} | {run['p99_ms']:.1f} "
+            f"| {cpu / busy:.2f} |"
+        )
+    print(f"\nthe flooder got {flooded['rate']:,.0f} updates/s answered")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
