@@ -144,6 +144,13 @@ class TwinSettings(_Section):
         1000, ge=1, description="Most properties one twin/update may carry."
     )
     max_devices: int = Field(10_000, ge=1, description="Most devices this node serves.")
+    max_updates_per_device_per_second: float = Field(
+        1000.0,
+        gt=0,
+        description="Most twin/update and state/update requests one device may make a second "
+        "(two seconds' worth may come at once); the rest are answered 429, so that one "
+        "flooding device cannot starve the others (bench/flood.py).",
+    )
     max_properties_per_device: int = Field(
         1000, ge=1, description="Most properties one device (its model) may have."
     )

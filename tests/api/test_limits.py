@@ -1,6 +1,7 @@
-"""Configured limits give clear errors: devices per node, properties per device,
-messages per second per client and packet size (on the embedded amqtt: mosquitto has no
-per-client rate limit, and its packet limit is its own)."""
+"""Configured limits give clear errors: devices per node, properties per device, updates
+per second per device (on both brokers), messages per second per client and packet size
+(on the embedded amqtt: mosquitto has no per-client rate limit, and its packet limit is
+its own)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from typing import Any
 
 import orjson
 
-from edgetwin.config import load_settings
+from edgetwin.config import Settings, load_settings
 from edgetwin.node import Node
 from edgetwin.wire import topics
+from edgetwin.wire.messages import Code
 from edgetwin.wire.resources import DeviceModel
 from tests.security.conftest import PASSWORDS, auth_settings
 from tests.support import Paho, thermostat, thermostat_model, unique
@@ -42,6 +44,34 @@ async def test_devices_per_node_and_properties_per_device(tmp_path: Path) -> Non
         errors = await node.service.apply([DeviceModel.model_validate(big)])
     too_big = "DeviceModel default/big: 7 properties, more than the limit of 6"
     assert errors == [f"{too_big} (twin.max_properties_per_device)"]
+
+
+async def test_a_device_over_its_update_rate_is_told_to_slow_down_and_others_are_not(
+    node_settings: Settings,
+) -> None:
+    twin = node_settings.twin.model_copy(update={"max_updates_per_device_per_second": 5.0})
+    async with Node(node_settings.model_copy(update={"twin": twin})) as node:
+        flooder, calm = unique("dev"), unique("dev")
+        models = [thermostat_model(), thermostat(flooder), thermostat(calm)]
+        assert await node.service.apply(models) == []
+        update = topics.twin_update_topic(f"default/{flooder}")
+        async with Paho(node.broker_port) as flood, Paho(node.broker_port) as other:
+            await flood.subscribe(f"{update}/result")
+            for i in range(100):  # a burst of 10 (2 s at 5/s) passes, the rest does not
+                report = {"count": {"actual": {"value": str(i)}}}
+                flood.publish(update, {"event_id": str(i), "twin": report})
+            codes = []
+            while len(codes) < 100:
+                _topic, payload, _ = await flood.messages.get()
+                codes.append(orjson.loads(payload).get("code", 200))
+            calm_update = topics.twin_update_topic(f"default/{calm}")
+            await other.subscribe(f"{calm_update}/result")
+            report = {"count": {"actual": {"value": "1"}}}
+            answered = await other.request(calm_update, {"event_id": "calm", "twin": report})
+        limited = node.engine.api.rejected[Code.TOO_MANY_REQUESTS]
+    assert 10 <= codes.count(200) < 20  # the bucket refills by 5 a second meanwhile
+    assert codes.count(429) == limited == 100 - codes.count(200)
+    assert "code" not in answered  # the other device is not slowed
 
 
 async def test_a_client_over_its_message_rate_is_told_to_slow_down(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 from edgetwin.config import TwinSettings
 from edgetwin.errors import EdgetwinError
 from edgetwin.logs import ThrottledLog, printable
+from edgetwin.rates import RateLimits
 from edgetwin.twin.catalog import Catalog
 from edgetwin.twin.manifests import parse_document
 from edgetwin.twin.outcome import Outcome, Publication, delta_publication
@@ -32,6 +33,7 @@ from edgetwin.wire.messages import (
     apply_result,
     document_message,
     error_result,
+    event_id_of,
     membership_result,
     now_ms,
     parse_request,
@@ -45,6 +47,8 @@ from edgetwin.wire.resources import Resource
 log = logging.getLogger(__name__)
 
 ONLINE_STATES = frozenset({"online", "ok"})
+_BUDGETED = frozenset({topics.RequestKind.TWIN_UPDATE, topics.RequestKind.STATE_UPDATE})
+"""The requests that write, and so count against a device's budget."""
 
 
 class TwinApi:
@@ -63,11 +67,15 @@ class TwinApi:
         """Reported values kept although outside their model's bounds."""
         self.rejections = ThrottledLog(log)
         """The log of refused requests: one line per device and reason every 10 s at most."""
+        rate = settings.max_updates_per_device_per_second
+        self._budgets = RateLimits(rate, rate * 2)
 
     def handle(self, request: topics.Request, payload: bytes) -> Outcome:
         """Answer one request; never raises for bad input."""
         try:
             self._check_size(payload)
+            if request.kind in _BUDGETED:
+                self._check_budget(request.device, payload)
             match request.kind:
                 case topics.RequestKind.TWIN_UPDATE:
                     outcome = self._twin_update(request, payload)
@@ -113,6 +121,18 @@ class TwinApi:
         if len(payload) > limit:
             raise BadRequestError(
                 f"payload of {len(payload)} bytes is over the limit of {limit}", Code.TOO_LARGE
+            )
+
+    def _check_budget(self, device: str, payload: bytes) -> None:
+        """One more write of ``device`` within its rate; over it, the answer echoes the
+        request's event_id and nothing else of it is read, so that a flood costs little."""
+        if not self._budgets.allow(device):
+            rate = self._budgets.rate
+            raise BadRequestError(
+                f"device {device} is over {rate:g} updates/s "
+                "(twin.max_updates_per_device_per_second)",
+                Code.TOO_MANY_REQUESTS,
+                event_id_of(payload),
             )
 
     def _twin(self, request: topics.Request, event_id: str) -> DeviceTwin:

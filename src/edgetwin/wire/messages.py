@@ -135,7 +135,7 @@ def parse_request(model: type[RequestT], payload: bytes) -> RequestT:
     try:
         return model.model_validate_json(payload or b"{}")
     except ValidationError as exc:
-        raise BadRequestError(_reason(exc), event_id=_event_id_of(payload)) from None
+        raise BadRequestError(_reason(exc), event_id=event_id_of(payload)) from None
 
 
 def _reason(exc: ValidationError) -> str:
@@ -145,7 +145,7 @@ def _reason(exc: ValidationError) -> str:
     return f"{where}: {message}" if where else message
 
 
-def _event_id_of(payload: bytes) -> str:
+def event_id_of(payload: bytes) -> str:
     """Best effort: the event_id of a request that failed to parse, so the caller can match it."""
     try:
         data = orjson.loads(payload)
