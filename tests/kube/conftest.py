@@ -237,6 +237,14 @@ def kube_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeServer
         yield server
 
 
+@pytest.fixture(scope="session")
+def image() -> str:
+    """The node's image, built once a session (from cache after the first build)."""
+    from tests.image.podman import build_image  # noqa: PLC0415 - podman only for these tests
+
+    return build_image()
+
+
 @pytest.fixture
 def cluster(kube_server: KubeServer, tmp_path: Path) -> Iterator[Cluster]:
     with Cluster(kube_server, tmp_path) as cluster:

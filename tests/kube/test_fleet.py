@@ -7,7 +7,6 @@ setpoints only, and may write their status."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 import pytest
 
 from edgetwin.wire import topics
-from tests.image.podman import build_image, running, state_folder
+from tests.image.podman import running, state_folder
 from tests.kube.conftest import OURS, Cluster, own_cluster
 from tests.kube.kubestand import kubectl
 from tests.support import Paho, until
@@ -104,9 +103,8 @@ async def _twin(port: int, device: str) -> dict[str, Any]:
 
 
 async def test_each_site_s_node_from_the_image_gets_its_own_devices(
-    fleet: Cluster, tmp_path: Path
+    fleet: Cluster, image: str, tmp_path: Path
 ) -> None:
-    image = await asyncio.to_thread(build_image)
     assert image
     for overlay in OVERLAYS[1:]:
         _apply(fleet, "-k", str(overlay))

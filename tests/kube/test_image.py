@@ -8,17 +8,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import pytest
-
 from edgetwin.wire import topics
-from tests.image.podman import NODE_USER, build_image, running, state_folder
+from tests.image.podman import NODE_USER, running, state_folder
 from tests.kube.conftest import Cluster
 from tests.support import Paho, unique, until
-
-
-@pytest.fixture(scope="session")
-def image() -> str:
-    return build_image()
 
 
 async def test_the_image_serves_syncs_and_keeps_its_twin(

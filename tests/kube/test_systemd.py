@@ -15,7 +15,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.image.podman import build_image, running, state_folder
+from tests.image.podman import running, state_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "deploy/systemd/edgetwin.service"
@@ -67,8 +67,10 @@ def _notify_socket(folder: Path) -> Iterator[socket.socket]:
         sock.close()
 
 
-async def test_the_unit_s_exec_start_runs_a_node_that_says_it_is_ready(tmp_path: Path) -> None:
-    await asyncio.to_thread(build_image)
+async def test_the_unit_s_exec_start_runs_a_node_that_says_it_is_ready(
+    image: str, tmp_path: Path
+) -> None:
+    assert image
     program, *args = shlex.split(_settings("ExecStart")[0])
     env = dict(line.split("=", 1) for line in _settings("Environment"))
     config = tmp_path / "config.yaml"
