@@ -102,7 +102,7 @@ def per_device(devices: int) -> tuple[float, float]:
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     engine = TwinEngine("bench", TwinSettings())
-    engine.catalog.apply_resources(resources)
+    engine.catalog.apply_resources(resources, "bench")
     del resources
     gc.collect()
     held = tracemalloc.get_traced_memory()[0] - before

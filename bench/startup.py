@@ -66,9 +66,9 @@ async def fill(path: Path, devices: int) -> None:
     engine = TwinEngine("bench", TwinSettings())
     async with Store(path, synchronous="NORMAL") as store:
         batch = WriteBatch()
-        batch.merge(engine.catalog.apply_model(model()).batch)
+        batch.merge(engine.catalog.apply_model(model(), "bench").batch)
         for n in range(devices):
-            batch.merge(engine.catalog.apply_device(device(n)).batch)
+            batch.merge(engine.catalog.apply_device(device(n), "bench").batch)
         await store.write(batch)
 
 

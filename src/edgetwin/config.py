@@ -151,6 +151,14 @@ class TwinSettings(_Section):
         "(two seconds' worth may come at once); the rest are answered 429, so that one "
         "flooding device cannot starve the others (bench/flood.py).",
     )
+    write_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a desired value may wait to be read back from the device before "
+        "its write is reported timed out. A DeviceModel's annotation "
+        "edgetwin.io/write-timeout and a Device property's desired.metadata.writeTimeout "
+        "(e.g. 10s, 500ms) override it.",
+    )
     max_properties_per_device: int = Field(
         1000, ge=1, description="Most properties one device (its model) may have."
     )
@@ -160,6 +168,25 @@ class TwinSettings(_Section):
             "QoS of results and documents (KubeEdge's eventbus default is 0). Deltas, specs "
             "and membership updates always go at QoS 1."
         ),
+    )
+
+
+class HistorySettings(_Section):
+    """The history of accepted changes, kept in the twin's SQLite file (``edgetwin history``)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Keep a history of every accepted change: desired and reported values, "
+        "state, writes' outcomes and Device changes.",
+    )
+    max_rows: int = Field(
+        1_000_000,
+        ge=1000,
+        description="Most changes kept for the whole node (about 70 MB on disk); the oldest "
+        "go first.",
+    )
+    max_age: float = Field(
+        7 * 86400.0, gt=0, description="Seconds a change is kept (default: a week)."
     )
 
 
@@ -275,6 +302,7 @@ class Settings(_Section):
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     twin: TwinSettings = Field(default_factory=TwinSettings)
+    history: HistorySettings = Field(default_factory=HistorySettings)
     cloud: CloudSettings = Field(default_factory=CloudSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)

@@ -70,6 +70,8 @@ class Node:
                     settings.database_path,
                     synchronous=settings.store.synchronous,
                     max_batch=settings.store.max_batch,
+                    max_history_rows=settings.history.max_rows,
+                    max_history_age=settings.history.max_age,
                 )
             )
             with paused_gc():

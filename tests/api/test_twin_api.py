@@ -116,7 +116,7 @@ async def test_membership_get_and_updated(node: Node) -> None:
         assert [d["id"] for d in got["devices"]] == [device]
         assert got["devices"][0]["model"] == "thermostat"
 
-        outcome = node.engine.catalog.remove_device(device)
+        outcome = node.engine.catalog.remove_device(device, "test")
         await node.service._dispatch(outcome)
         removed = await client.next(topics.membership_updated_topic(node_name))
     assert [d["id"] for d in removed["removed_devices"]] == [device]

@@ -71,8 +71,8 @@ def updates(draw: st.DrawFn) -> dict[str, Any]:
 @given(st.lists(updates(), max_size=25))
 def test_delta_and_versions_follow_the_accepted_updates(sequence: list[dict[str, Any]]) -> None:
     engine = TwinEngine("n1", TwinSettings())
-    engine.catalog.apply_model(thermostat_model())
-    engine.catalog.apply_device(thermostat("d1"))
+    engine.catalog.apply_model(thermostat_model(), "test")
+    engine.catalog.apply_device(thermostat("d1"), "test")
     device = "default/d1"
     request = topics.parse_request_topic(topics.twin_update_topic(device))
     assert request is not None

@@ -40,7 +40,9 @@ NAMES = ["target", "current", "count", "enabled", "label", "blob", "nope", "", "
 
 def _engine() -> TwinEngine:
     engine = TwinEngine(NODE, TwinSettings(max_payload_bytes=4096, max_value_length=64))
-    outcome = engine.catalog.apply_resources([thermostat_model(), thermostat("a"), thermostat("b")])
+    outcome = engine.catalog.apply_resources(
+        [thermostat_model(), thermostat("a"), thermostat("b")], "test"
+    )
     assert outcome.errors == []
     return engine
 

@@ -98,4 +98,4 @@ async def test_an_older_store_is_migrated_and_keeps_its_rows(tmp_path: Path) -> 
         snapshot = await store.load()
     assert snapshot.devices["ns/a"] == (b"{}", "unknown", None, None, None)
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from edgetwin.twin import DeviceTwin
-from edgetwin.twin.store import OutboxRow, WriteBatch
+from edgetwin.twin.store import OutboxRow, WriteBatch, WriteRow
 
 
 class CloudLedger:
@@ -28,6 +28,12 @@ class CloudLedger:
     def twin_changed(self, batch: WriteBatch, twin: DeviceTwin, name: str, now: int) -> None:
         if name in twin.record.to_cloud:
             self._mark(batch, twin.id, f"twin/{name}", twin_status(twin, name), now)
+
+    def write_changed(self, batch: WriteBatch, twin: DeviceTwin, name: str, now: int) -> None:
+        """A property's write moved: its observed desired metadata, and the summary of the
+        device's writes (every property's, reportToCloud or not)."""
+        self.twin_changed(batch, twin, name, now)
+        self._mark(batch, twin.id, "writes", {"writes": writes_summary(twin)}, now)
 
     def state_changed(self, batch: WriteBatch, twin: DeviceTwin, now: int) -> None:
         if twin.record.state_to_cloud:
@@ -59,7 +65,14 @@ def device_status(twin: DeviceTwin) -> dict[str, Any]:
     }
     if twin.record.state_to_cloud:
         status |= twin.state_status()
+    if twin.writes:
+        status["extensions"] = {"writes": writes_summary(twin)}
     return status
+
+
+def writes_summary(twin: DeviceTwin) -> str:
+    """Each write's phase, ``property=phase`` in name order (``kubectl get devicestatus``)."""
+    return ", ".join(f"{name}={row.phase}" for name, row in sorted(twin.writes.items()))
 
 
 def twin_status(twin: DeviceTwin, name: str) -> dict[str, Any]:
@@ -73,8 +86,18 @@ def twin_status(twin: DeviceTwin, name: str) -> dict[str, Any]:
             metadata["outOfRange"] = twin.out_of_range[name]
         entry["reported"] = {"value": prop.reported, "metadata": metadata}
     if prop.desired is not None:
-        entry["observedDesired"] = {
-            "value": prop.desired,
-            "metadata": {"timestamp": str(prop.desired_ts), "type": kind},
-        }
+        metadata = {"timestamp": str(prop.desired_ts), "type": kind}
+        write = twin.writes.get(name)
+        if write is not None:
+            metadata |= write_metadata(write)
+        entry["observedDesired"] = {"value": prop.desired, "metadata": metadata}
     return entry
+
+
+def write_metadata(write: WriteRow) -> dict[str, str]:
+    """A write as observed desired metadata (strings, which is all KubeEdge's CRD keeps there):
+    ``write`` (its phase), ``writeTime`` (ms), ``writeBy``, and ``writeReason`` if any."""
+    out = {"write": write.phase, "writeTime": str(write.at_ms), "writeBy": write.by}
+    if write.reason:
+        out["writeReason"] = write.reason
+    return out

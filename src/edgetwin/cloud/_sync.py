@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 _LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+BY_CLUSTER = "cluster"
+"""Who the history says changed a Device the sync applied."""
 
 
 class CloudSync:
@@ -203,14 +205,14 @@ class _DeviceHandler:
         ]
         if gone:
             log.info("removing %d device(s) no longer in the cluster: %s", len(gone), gone)
-            await self.service.remove(gone)
+            await self.service.remove(gone, BY_CLUSTER)
 
     async def upsert(self, obj: Obj) -> None:
         await _apply(self.service, [obj])
 
     async def delete(self, obj: Obj) -> None:
         meta = obj.get("metadata") or {}
-        await self.service.remove([f"{meta.get('namespace')}/{meta.get('name')}"])
+        await self.service.remove([f"{meta.get('namespace')}/{meta.get('name')}"], BY_CLUSTER)
 
 
 async def _apply(service: TwinService, objects: list[Obj]) -> list[Resource]:
@@ -225,7 +227,7 @@ async def _apply(service: TwinService, objects: list[Obj]) -> list[Resource]:
         if isinstance(resource, Device | DeviceModel):
             resources.append(resource)
     if resources:
-        await service.apply(resources)
+        await service.apply(resources, BY_CLUSTER)
     return resources
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from edgetwin.config import TwinSettings
@@ -16,24 +17,29 @@ from edgetwin.errors import EdgetwinError
 from edgetwin.logs import ThrottledLog, printable
 from edgetwin.rates import RateLimits
 from edgetwin.twin.catalog import Catalog
+from edgetwin.twin.history import Kind
 from edgetwin.twin.manifests import parse_document
-from edgetwin.twin.outcome import Outcome, Publication, delta_publication
+from edgetwin.twin.outcome import HistoryQuery, Outcome, Publication, delta_publication
 from edgetwin.twin.state import DeviceTwin, PropertyTwin
 from edgetwin.twin.values import InvalidValueError, Parsed
+from edgetwin.twin.writes import write_status
 from edgetwin.wire import topics
 from edgetwin.wire.messages import (
     ApplyRequest,
     BadRequestError,
     Code,
+    HistoryGetRequest,
     MembershipGetRequest,
     StateUpdateRequest,
     TwinEntry,
     TwinGetRequest,
     TwinUpdateRequest,
+    WriteResultRequest,
     apply_result,
     document_message,
     error_result,
     event_id_of,
+    history_result,
     membership_result,
     now_ms,
     parse_request,
@@ -47,8 +53,17 @@ from edgetwin.wire.resources import Resource
 log = logging.getLogger(__name__)
 
 ONLINE_STATES = frozenset({"online", "ok"})
-_BUDGETED = frozenset({topics.RequestKind.TWIN_UPDATE, topics.RequestKind.STATE_UPDATE})
-"""The requests that write, and so count against a device's budget."""
+_BUDGETED = frozenset(
+    {
+        topics.RequestKind.TWIN_UPDATE,
+        topics.RequestKind.STATE_UPDATE,
+        topics.RequestKind.HISTORY_GET,
+        topics.RequestKind.WRITE_RESULT,
+    }
+)
+"""The requests that write or read the store, and so count against a device's budget."""
+APPLIED_BY = "edgetwin apply"
+"""Who the history says applied resources sent with ``edgetwin apply``."""
 
 
 class TwinApi:
@@ -69,6 +84,16 @@ class TwinApi:
         """The log of refused requests: one line per device and reason every 10 s at most."""
         rate = settings.max_updates_per_device_per_second
         self._budgets = RateLimits(rate, rate * 2)
+        kinds = topics.RequestKind
+        self._handlers: dict[topics.RequestKind, Callable[[topics.Request, bytes], Outcome]] = {
+            kinds.TWIN_UPDATE: self._twin_update,
+            kinds.TWIN_GET: self._twin_get,
+            kinds.STATE_UPDATE: self._state_update,
+            kinds.MEMBERSHIP_GET: self._membership_get,
+            kinds.NODE_APPLY: self._apply_request,
+            kinds.HISTORY_GET: self._history_get,
+            kinds.WRITE_RESULT: self._write_result,
+        }
 
     def handle(self, request: topics.Request, payload: bytes) -> Outcome:
         """Answer one request; never raises for bad input."""
@@ -76,17 +101,7 @@ class TwinApi:
             self._check_size(payload)
             if request.kind in _BUDGETED:
                 self._check_budget(request.device, payload)
-            match request.kind:
-                case topics.RequestKind.TWIN_UPDATE:
-                    outcome = self._twin_update(request, payload)
-                case topics.RequestKind.TWIN_GET:
-                    outcome = self._twin_get(request, payload)
-                case topics.RequestKind.STATE_UPDATE:
-                    outcome = self._state_update(request, payload)
-                case topics.RequestKind.MEMBERSHIP_GET:
-                    outcome = self._membership_get(request, payload)
-                case topics.RequestKind.NODE_APPLY:
-                    outcome = self._apply_request(request, payload)
+            outcome = self._handlers[request.kind](request, payload)
             self.accepted[request.kind.value] += 1
             return outcome  # noqa: TRY300 - the counting belongs with the answer
         except BadRequestError as exc:
@@ -101,6 +116,8 @@ class TwinApi:
                 exc.reason,
             )
             self.rejected[exc.code] += 1
+            if request.kind is topics.RequestKind.WRITE_RESULT:
+                return Outcome()  # a result is not answered
             result = error_result(exc.event_id, exc.code, exc.reason)
             return Outcome(publications=[self.reply(request.result_topic, result)])
 
@@ -165,6 +182,7 @@ class TwinApi:
             )
         refused, readings = self._refusals(twin, message, request.topic)
         now = now_ms()
+        by = f"mqtt/{message.by}" if message.by else "mqtt"
         # The delta can only change in the properties this update touches that have a
         # desired value now, or get one from it.
         pending_before = {
@@ -173,7 +191,6 @@ class TwinApi:
             if n not in refused and twin.properties[n].desired is not None
         }
         outcome = Outcome()
-        cloud = self.catalog.cloud
         accepted: dict[str, Any] = {}
         document: dict[str, Any] = {}
         flagged: dict[str, str] = {}
@@ -185,9 +202,7 @@ class TwinApi:
             owned = dict(twin.record.desired).get(name) if entry is None else None
             new = _updated(old, entry, owned, now)
             twin.properties[name] = new
-            outcome.batch.add_twin(twin.row(name))
-            if cloud is not None:
-                cloud.twin_changed(outcome.batch, twin, name, now)
+            self._changed(outcome, twin, name, old, by=by, now=now)
             if entry is None:
                 accepted[name] = None
                 self._flag_range(twin, name, None)
@@ -216,6 +231,25 @@ class TwinApi:
         )
         outcome.on_failure = result_topic, event_id
         return outcome
+
+    def _changed(
+        self, outcome: Outcome, twin: DeviceTwin, name: str, old: PropertyTwin, *, by: str, now: int
+    ) -> None:
+        """What a property's change means beyond its row: the cluster's outbox, the history,
+        and its write (set by ``by``, or read back)."""
+        new = twin.properties[name]
+        outcome.batch.add_twin(twin.row(name))
+        catalog = self.catalog
+        if catalog.cloud is not None:
+            catalog.cloud.twin_changed(outcome.batch, twin, name, now)
+        if new.reported != old.reported:
+            catalog.history.record(
+                outcome.batch, twin.id, name, Kind.REPORTED, new.reported, at=now
+            )
+        if new.desired_version != old.desired_version:
+            catalog.writes.desired_set(outcome, twin, name, by, now)
+        elif new.reported_version != old.reported_version:
+            catalog.writes.reported(outcome, twin, name, now)
 
     def _refusals(
         self, twin: DeviceTwin, message: TwinUpdateRequest, topic: str
@@ -287,19 +321,25 @@ class TwinApi:
     def _twin_get(self, request: topics.Request, payload: bytes) -> Outcome:
         message = parse_request(TwinGetRequest, payload)
         twin = self._twin(request, message.event_id)
-        result = twin_get_result(
-            message.event_id, twin.twin_document(), twin.state, twin.last_online
-        )
+        document = twin.twin_document()
+        for name, entry in document.items():
+            row = twin.writes.get(name)
+            if row is not None:
+                entry["write"] = write_status(row)
+        result = twin_get_result(message.event_id, document, twin.state, twin.last_online)
         return Outcome(publications=[self.reply(request.result_topic, result)])
 
     def _state_update(self, request: topics.Request, payload: bytes) -> Outcome:
         message = parse_request(StateUpdateRequest, payload)
         twin = self._twin(request, message.event_id)
         now = now_ms()
+        outcome = Outcome()
+        if twin.state != message.state:
+            history = self.catalog.history
+            history.record(outcome.batch, twin.id, "", Kind.STATE, message.state, at=now)
         twin.state = message.state
         if message.state in ONLINE_STATES:
             twin.last_online = now
-        outcome = Outcome()
         outcome.batch.states[twin.id] = twin.state_row()
         if self.catalog.cloud is not None:
             self.catalog.cloud.state_changed(outcome.batch, twin, now)
@@ -317,6 +357,53 @@ class TwinApi:
         result = membership_result(message.event_id, members, following)
         return Outcome(publications=[self.reply(request.result_topic, result)])
 
+    def _history_get(self, request: topics.Request, payload: bytes) -> Outcome:
+        """Checked here; the service answers it from the store."""
+        message = parse_request(HistoryGetRequest, payload)
+        twin = self._twin(request, message.event_id)
+        if message.property is not None and message.property not in twin.properties:
+            raise BadRequestError(
+                f"device {twin.id} has no property {message.property!r}",
+                Code.NOT_FOUND,
+                message.event_id,
+            )
+        query = HistoryQuery(
+            twin.id,
+            message.property,
+            message.since,
+            message.limit,
+            request.result_topic,
+            message.event_id,
+        )
+        return Outcome(query=query)
+
+    def history_answer(self, query: HistoryQuery, events: list[dict[str, Any]]) -> Publication:
+        return self.reply(query.result_topic, history_result(query.event_id, query.device, events))
+
+    def _write_result(self, request: topics.Request, payload: bytes) -> Outcome:
+        """A mapper could not write a desired value: the write failed, with its reason."""
+        message = parse_request(WriteResultRequest, payload)
+        twin = self._twin(request, message.event_id)
+        if message.property not in twin.properties:
+            raise BadRequestError(f"device {twin.id} has no property {message.property!r}")
+        outcome = Outcome()
+        if message.code < Code.BAD_REQUEST:
+            return outcome  # not an error: nothing to record
+        reason = printable(message.reason) or f"code {message.code}"
+        writes = self.catalog.writes
+        if not writes.failed(
+            outcome, twin, message.property, now_ms(), value=message.value, reason=reason
+        ):
+            self.rejections.write(
+                twin.id,
+                "stray",
+                "a write error for %s of %s matches no write of the twin: %s",
+                printable(message.property),
+                twin.id,
+                reason,
+            )
+        return outcome
+
     def _apply_request(self, request: topics.Request, payload: bytes) -> Outcome:
         """``edgetwin apply`` over MQTT: what parses is applied, the rest reported."""
         message = parse_request(ApplyRequest, payload)
@@ -327,7 +414,7 @@ class TwinApi:
                 resources.append(parse_document(document, f"documents[{index}]"))
             except EdgetwinError as exc:
                 errors.append(str(exc))
-        outcome = self.catalog.apply_resources(resources)
+        outcome = self.catalog.apply_resources(resources, APPLIED_BY)
         applied = [f"{r.kind} {r.metadata.namespace}/{r.metadata.name}" for r in resources]
         result = apply_result(message.event_id, applied, errors + outcome.errors)
         outcome.publications.append(self.reply(request.result_topic, result))

@@ -16,10 +16,17 @@ import orjson
 from pydantic import ValidationError
 
 from edgetwin.config import TwinSettings
+from edgetwin.twin.history import History, Kind
 from edgetwin.twin.outcome import Outcome, Publication, delta_publication
 from edgetwin.twin.state import DeviceRecord, DeviceTwin, PropertyTwin
 from edgetwin.twin.store.rows import DeviceRow, Snapshot, WriteBatch
 from edgetwin.twin.values import InvalidValueError, PropertyRule
+from edgetwin.twin.writes import (
+    WRITE_TIMEOUT_ANNOTATION,
+    WRITE_TIMEOUT_METADATA,
+    WriteBook,
+    duration_ms,
+)
 from edgetwin.wire import topics
 from edgetwin.wire.messages import now_ms
 from edgetwin.wire.resources import Device, DeviceModel, Resource
@@ -40,6 +47,8 @@ class CloudView(Protocol):
 
     def twin_changed(self, batch: WriteBatch, twin: DeviceTwin, name: str, now: int) -> None: ...
 
+    def write_changed(self, batch: WriteBatch, twin: DeviceTwin, name: str, now: int) -> None: ...
+
     def state_changed(self, batch: WriteBatch, twin: DeviceTwin, now: int) -> None: ...
 
     def is_pending(self, device_id: str) -> bool:
@@ -50,10 +59,19 @@ class CloudView(Protocol):
 class Catalog:
     """Every Device and DeviceModel of one node, as twins bound to their rules."""
 
-    def __init__(self, node: str, settings: TwinSettings, cloud: CloudView | None) -> None:
+    def __init__(
+        self,
+        node: str,
+        settings: TwinSettings,
+        cloud: CloudView | None,
+        writes: WriteBook,
+        history: History,
+    ) -> None:
         self.node = node
         self.settings = settings
         self.cloud = cloud
+        self.writes = writes
+        self.history = history
         self.devices: dict[str, DeviceTwin] = {}
         self.models: dict[str, DeviceModel] = {}
         self._rules: dict[str, dict[str, PropertyRule]] = {}  # model -> its compiled rules
@@ -81,15 +99,19 @@ class Catalog:
             self._bind_model(twin)
             if row.spec_topic and row.spec:
                 self.specs[device_id] = (row.spec_topic, row.spec)
+        self.writes.restore(self.devices, snapshot.writes)
 
     def restore_devices(self, snapshot: Snapshot, device_ids: set[str]) -> None:
         """Replace the named devices' twins with the store's after a failed commit."""
         for device_id in device_ids:
-            self.devices.pop(device_id, None)
+            twin = self.devices.pop(device_id, None)
+            if twin is not None:
+                self.writes.forget(twin)
         partial = Snapshot(
             models={},
             devices={k: v for k, v in snapshot.devices.items() if k in device_ids},
             twins=[row for row in snapshot.twins if row[0] in device_ids],
+            writes=[row for row in snapshot.writes if row.device in device_ids],
         )
         self.restore(partial)
 
@@ -104,14 +126,15 @@ class Catalog:
 
     # --- resources ------------------------------------------------------------------------
 
-    def apply_resources(self, resources: list[Resource]) -> Outcome:
-        """Apply resources, models first; errors are collected, one line each."""
+    def apply_resources(self, resources: list[Resource], by: str) -> Outcome:
+        """Apply resources, models first; errors are collected, one line each. ``by`` says
+        where they come from (the cluster, manifests, ``edgetwin apply``), for the history."""
         outcome = Outcome()
         for resource in sorted(resources, key=lambda r: not isinstance(r, DeviceModel)):
             if isinstance(resource, DeviceModel):
-                outcome.extend(self.apply_model(resource))
+                outcome.extend(self.apply_model(resource, by))
             elif isinstance(resource, Device):
-                outcome.extend(self.apply_device(resource))
+                outcome.extend(self.apply_device(resource, by))
             else:
                 outcome.errors.append(
                     f"DeviceStatus {resource.metadata.name}: written by the node, not applied"
@@ -120,7 +143,7 @@ class Catalog:
             log.warning("apply: %s", error)
         return outcome
 
-    def apply_model(self, model: DeviceModel) -> Outcome:
+    def apply_model(self, model: DeviceModel, by: str) -> Outcome:
         """Add or replace a DeviceModel; its devices' twins follow it."""
         outcome = Outcome()
         if self.models.get(model.key) == model:
@@ -134,6 +157,9 @@ class Catalog:
             return outcome
         try:
             rules = _compile(model)
+            timeout = (model.metadata.annotations or {}).get(WRITE_TIMEOUT_ANNOTATION)
+            if timeout is not None:
+                _check_duration(f"metadata.annotations[{WRITE_TIMEOUT_ANNOTATION}]", timeout)
         except ValueError as exc:
             outcome.errors.append(f"DeviceModel {model.key}: {exc}")
             return outcome
@@ -144,15 +170,15 @@ class Catalog:
         ).encode()
         for twin in self.devices.values():
             if twin.record.model_key == model.key:
-                outcome.extend(self._resync(twin, previous=None))
+                outcome.extend(self._resync(twin, previous=None, by=by))
         return outcome
 
-    def apply_device(self, device: Device) -> Outcome:
+    def apply_device(self, device: Device, by: str) -> Outcome:
         """Add or replace a Device of this node; a device of another node is removed."""
         node = device.spec.node_name
         if node and node != self.node:
             if device.id in self.devices:
-                return self.remove_device(device.id)
+                return self.remove_device(device.id, by)
             return Outcome(errors=[f"Device {device.id} belongs to node {node!r}, not this one"])
         problem = self._desired_problem(device)
         if problem:
@@ -173,14 +199,23 @@ class Catalog:
         if existing is None:
             outcome.batch.states[device.id] = twin.state_row()
             outcome.added.append(self.member(twin))
-        outcome.extend(self._resync(twin, previous))
+        change, fields = spec_change(previous.body if previous else None, record.body)
+        detail = f"by {by}: {fields}" if fields else f"by {by}"
+        self.history.record(
+            outcome.batch, device.id, "", Kind.SPEC, change, at=now_ms(), detail=detail
+        )
+        outcome.extend(self._resync(twin, previous, by))
         return outcome
 
-    def remove_device(self, device_id: str) -> Outcome:
+    def remove_device(self, device_id: str, by: str) -> Outcome:
         twin = self.devices.pop(device_id, None)
         outcome = Outcome()
         if twin is None:
             return outcome
+        self.writes.forget(twin)
+        self.history.record(
+            outcome.batch, device_id, "", Kind.SPEC, "removed", at=now_ms(), detail=f"by {by}"
+        )
         outcome.batch.devices[device_id] = None
         spec = self.specs.pop(device_id, None)
         if spec is not None:
@@ -252,6 +287,12 @@ class Catalog:
                 return f"{where}.name: model {model.metadata.name} has no property {prop.name!r}"
             if prop.desired is None or prop.desired.value == "":
                 continue
+            timeout = (prop.desired.metadata or {}).get(WRITE_TIMEOUT_METADATA)
+            if timeout is not None:
+                try:
+                    _check_duration(f"desired.metadata.{WRITE_TIMEOUT_METADATA}", timeout)
+                except ValueError as exc:
+                    return f"{where}.{exc}"
             rule = self._rules[model.key][prop.name]
             if rule.read_only:
                 return f"{where}.desired: property {prop.name} is ReadOnly"
@@ -277,7 +318,7 @@ class Catalog:
         for name in twin.properties:
             twin.flag_range(name)
 
-    def _resync(self, twin: DeviceTwin, previous: DeviceRecord | None) -> Outcome:
+    def _resync(self, twin: DeviceTwin, previous: DeviceRecord | None, by: str) -> Outcome:
         """Rebuild a device's rules and spec, and take desired values its spec changed."""
         outcome = Outcome()
         self._bind_model(twin)
@@ -295,6 +336,7 @@ class Catalog:
             changed_desired = True
             if self.cloud is not None:
                 self.cloud.twin_changed(outcome.batch, twin, name, now)
+            self.writes.desired_set(outcome, twin, name, by, now)
         for name in twin.properties:
             outcome.batch.add_twin(twin.row(name))
         spec = self._refresh_spec(twin)
@@ -332,6 +374,35 @@ class Catalog:
             self.specs[twin.id] = new
             pubs.append(Publication(new[0], new[1], retain=True))
         return pubs
+
+
+def spec_change(old: bytes | None, new: bytes) -> tuple[str, str]:
+    """What applying a Device did, for the history: added or changed, and which parts of
+    its spec changed (``nodeName``, ``properties[target]``, ...)."""
+    if old is None:
+        return "added", ""
+    before = orjson.loads(old).get("spec") or {}
+    after = orjson.loads(new).get("spec") or {}
+    fields = sorted(
+        k
+        for k in before.keys() | after.keys()
+        if k != "properties" and before.get(k) != after.get(k)
+    )
+    props_before = {p["name"]: p for p in before.get("properties") or []}
+    props_after = {p["name"]: p for p in after.get("properties") or []}
+    fields += [
+        f"properties[{name}]"
+        for name in sorted(props_before.keys() | props_after.keys())
+        if props_before.get(name) != props_after.get(name)
+    ]
+    return "changed", ", ".join(fields) or "metadata"
+
+
+def _check_duration(where: str, text: str) -> None:
+    try:
+        duration_ms(text)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
 
 
 def _compile(model: DeviceModel) -> dict[str, PropertyRule]:

@@ -18,24 +18,42 @@ class Publication(NamedTuple):
     qos: int = 1
 
 
+class HistoryQuery(NamedTuple):
+    """A history/get to answer from the store, once the batch it came in has committed."""
+
+    device: str
+    prop: str | None
+    since_ms: int
+    limit: int
+    result_topic: str
+    event_id: str
+
+
 @dataclass(slots=True)
 class Outcome:
     """The effect of one request or resource change.
 
-    ``publications`` go out after ``batch`` has committed; if the commit fails,
-    an error result goes to ``on_failure`` (result topic, event id) instead.
+    ``publications`` go out after ``batch`` has committed, then ``notices`` (the
+    writes' moves, after the result that caused them); if the commit fails, an
+    error result goes to ``on_failure`` (result topic, event id) instead.
     """
 
     batch: WriteBatch = field(default_factory=WriteBatch)
     publications: list[Publication] = field(default_factory=list)
+    notices: list[Publication] = field(default_factory=list)
     on_failure: tuple[str, str] | None = None
     errors: list[str] = field(default_factory=list)
     added: list[dict[str, Any]] = field(default_factory=list)
     removed: list[dict[str, Any]] = field(default_factory=list)
+    query: HistoryQuery | None = None
+
+    def all_publications(self) -> list[Publication]:
+        return [*self.publications, *self.notices]
 
     def extend(self, other: Outcome) -> None:
         self.batch.merge(other.batch)
         self.publications.extend(other.publications)
+        self.notices.extend(other.notices)
         self.errors.extend(other.errors)
         self.added.extend(other.added)
         self.removed.extend(other.removed)

@@ -9,6 +9,10 @@ batch is read and applied. If a commit fails, the
 waiting callers get an error result and the engine reloads the devices
 concerned from the store before it handles another message.
 
+Around the batches: a delta that went out marks its device's pending writes
+sent, a task times out writes past their deadline, and a history/get is
+answered from the store once what came before it has committed.
+
 The connection is re-made with backoff when the broker goes away; on every
 connection the retained specs and pending deltas are published again.
 """
@@ -28,12 +32,17 @@ from edgetwin.errors import BrokerUnreachableError, StoreError
 from edgetwin.mqtt import Session
 from edgetwin.tasks import start_guarded, stop_task
 from edgetwin.twin.engine import TwinEngine
-from edgetwin.twin.outcome import Outcome, Publication
-from edgetwin.twin.store import Store, WriteBatch
+from edgetwin.twin.outcome import HistoryQuery, Outcome, Publication
+from edgetwin.twin.store import HistoryRow, Store, WriteBatch
 from edgetwin.wire import topics
+from edgetwin.wire.messages import now_ms
 from edgetwin.wire.resources import Resource
 
 log = logging.getLogger(__name__)
+
+BY_MANIFESTS = "manifests"
+"""Who the history says applied resources given to :meth:`TwinService.apply` by default."""
+_DELTA = "twin/update/delta"
 
 
 class TwinLink(Protocol):
@@ -74,6 +83,9 @@ class TwinService:
         self._publisher: asyncio.Task[None] | None = None
         self._drained = asyncio.Event()
         self._drained.set()
+        self._writes_moved = asyncio.Event()
+        self._expirer: asyncio.Task[None] | None = None
+        self._queries: set[asyncio.Task[None]] = set()
         self._session = Session(
             connect,
             on_connect=self._on_connect,
@@ -86,26 +98,31 @@ class TwinService:
     async def __aenter__(self) -> Self:
         await self._session.__aenter__()
         self._publisher = start_guarded(self._publish_loop(), "twin-publish")
+        self._expirer = start_guarded(self._expire_loop(), "twin-write-deadlines")
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        await stop_task(self._expirer)
+        for query in list(self._queries):
+            await stop_task(query)
         await self._session.__aexit__(None, None, None)
         await self._drained.wait()  # let committed results go out before we disconnect
         await stop_task(self._publisher)
 
     # --- resources --------------------------------------------------------------------------
 
-    async def apply(self, resources: list[Resource]) -> list[str]:
-        """Apply resources (models first), wait for the commit; the errors, one line each."""
-        outcome = self.engine.catalog.apply_resources(resources)
+    async def apply(self, resources: list[Resource], by: str = BY_MANIFESTS) -> list[str]:
+        """Apply resources (models first), wait for the commit; the errors, one line each.
+        ``by`` names where they come from, for the history."""
+        outcome = self.engine.catalog.apply_resources(resources, by)
         await self._dispatch(outcome)
         return outcome.errors
 
-    async def remove(self, device_ids: list[str]) -> None:
+    async def remove(self, device_ids: list[str], by: str = BY_MANIFESTS) -> None:
         """Remove devices, wait for the commit."""
         outcome = Outcome()
         for device_id in device_ids:
-            outcome.extend(self.engine.catalog.remove_device(device_id))
+            outcome.extend(self.engine.catalog.remove_device(device_id, by))
         await self._dispatch(outcome)
 
     # --- serving ----------------------------------------------------------------------------
@@ -113,8 +130,7 @@ class TwinService:
     async def _on_connect(self, mqtt: TwinLink) -> None:
         await mqtt.subscribe(topics.request_filters(self.engine.node))
         self._mqtt = mqtt
-        for pub in self.engine.catalog.startup_publications():
-            mqtt.publish_nowait(pub.topic, pub.payload, qos=pub.qos, retain=pub.retain)
+        self._publish(self.engine.catalog.startup_publications())
         self.connected.set()
         log.info("twin API connected to %s as node %s", mqtt.address, self.engine.node)
 
@@ -141,6 +157,8 @@ class TwinService:
         for outcome in outcomes:
             self.engine.announce_membership(outcome)
             rows.merge(outcome.batch)
+        if rows.writes:
+            self._writes_moved.set()
         future = self.store.submit(rows)
         self._outbound.append((future, outcomes, received))
         self._drained.clear()
@@ -178,7 +196,10 @@ class TwinService:
         if future.cancelled() or future.exception() is not None:
             pubs = [p for o in outcomes if (p := self.engine.api.store_failed(o)) is not None]
         else:
-            pubs = [pub for outcome in outcomes for pub in outcome.publications]
+            pubs = [pub for outcome in outcomes for pub in outcome.all_publications()]
+            for outcome in outcomes:
+                if outcome.query is not None:
+                    self._answer_later(outcome.query)
         self._publish(pubs)
         if received is not None:
             seconds = time.perf_counter() - received
@@ -191,8 +212,54 @@ class TwinService:
             if pubs:
                 log.debug("not connected; %d message(s) not published", len(pubs))
             return
+        deltas = []
         try:
             for pub in pubs:
                 mqtt.publish_nowait(pub.topic, pub.payload, qos=pub.qos, retain=pub.retain)
+                if pub.topic.endswith(_DELTA):
+                    deltas.append(pub.topic)
         except BrokerUnreachableError as exc:
             log.debug("%s", exc)
+        if deltas:
+            devices = {topics.device_of(t, topics.DEVICE_PREFIX, _DELTA) for t in deltas}
+            sent = self.engine.writes_sent(d for d in devices if d is not None)
+            if sent.batch:
+                self._enqueue([sent])
+
+    async def _expire_loop(self) -> None:
+        """Time out each open write when its deadline passes."""
+        while True:
+            deadline = self.engine.writes.next_deadline()
+            delay = None if deadline is None else max(0.0, (deadline - now_ms()) / 1000)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._writes_moved.wait()
+            self._writes_moved.clear()
+            expired = self.engine.expire_writes()
+            if expired.batch:
+                self._enqueue([expired])
+
+    def _answer_later(self, query: HistoryQuery) -> None:
+        task = start_guarded(self._answer(query), "twin-history-query")
+        self._queries.add(task)
+        task.add_done_callback(self._queries.discard)
+
+    async def _answer(self, query: HistoryQuery) -> None:
+        try:
+            rows = await self.store.history(query.device, query.prop, query.since_ms, query.limit)
+        except StoreError as exc:
+            log.warning("history of %s not read: %s", query.device, exc)
+            return
+        events = [history_event(row) for row in rows]
+        self._publish([self.engine.api.history_answer(query, events)])
+
+
+def history_event(row: HistoryRow) -> dict[str, object]:
+    """One change as the twin API and the page give it."""
+    event: dict[str, object] = {"ts": row.ts, "kind": row.kind}
+    if row.property:
+        event["property"] = row.property
+    event["value"] = row.value
+    if row.detail is not None:
+        event["detail"] = row.detail
+    return event

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from edgetwin.twin.store.rows import StateRow, TwinRow
+from edgetwin.twin.store.rows import StateRow, TwinRow, WriteRow
 from edgetwin.twin.values import Parsed, PropertyRule
 from edgetwin.wire.resources import Device, DeviceModel
 
@@ -36,6 +36,8 @@ class DeviceRecord:
     node_name: str | None
     property_names: frozenset[str]
     desired: tuple[tuple[str, str], ...]
+    write_timeouts: tuple[tuple[str, str], ...]
+    """Properties' own write timeouts (``desired.metadata.writeTimeout``), as written."""
     to_cloud: frozenset[str]
     """Properties whose values go to the cluster (``reportToCloud``)."""
     state_to_cloud: bool
@@ -66,6 +68,11 @@ class DeviceRecord:
                 (p["name"], p["desired"]["value"])
                 for p in properties
                 if (p.get("desired") or {}).get("value")
+            ),
+            write_timeouts=tuple(
+                (p["name"], timeout)
+                for p in properties
+                if (timeout := ((p.get("desired") or {}).get("metadata") or {}).get("writeTimeout"))
             ),
             to_cloud=frozenset(p["name"] for p in properties if p.get("reportToCloud")),
             state_to_cloud=(spec.get("stateReport") or {}).get("reportToCloud") is not False,
@@ -132,6 +139,8 @@ class DeviceTwin:
     last_online: int | None = None
     out_of_range: dict[str, str] = field(default_factory=dict)
     """Properties whose reported value is outside the model's bounds, and why."""
+    writes: dict[str, WriteRow] = field(default_factory=dict)
+    """Where each desired value's write stands, by property (``twin/writes.py``)."""
 
     @property
     def id(self) -> str:

@@ -80,9 +80,34 @@ class TwinEntry(BaseModel):
         return self
 
 
+By = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,63}$")]
+"""Who a client says it is (``edgetwin set`` sends ``cli:<user>``): a claim, kept as
+``mqtt/<claim>`` beside the desired values it sets."""
+
+
 class TwinUpdateRequest(_Request):
     twin: dict[str, TwinEntry | None]
     """``None`` (JSON null) deletes the property's values, as on KubeEdge's edge."""
+    by: By | None = None
+
+
+class WriteResultRequest(_Request):
+    """A mapper's error for a desired value it could not write (``…/twin/update/delta/result``)."""
+
+    property: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    value: str | None = None
+    """The desired value it could not write; none: the current one."""
+    code: int
+    reason: Annotated[str, StringConstraints(max_length=1024)] = ""
+
+
+class HistoryGetRequest(_Request):
+    """``edgetwin history``: a device's changes, of one property or all, since a time."""
+
+    property: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
+    since: int = Field(0, ge=0)
+    """Epoch milliseconds; 0: as far back as the history goes."""
+    limit: int = Field(1000, ge=1, le=10_000)
 
 
 class TwinGetRequest(_Request):
@@ -264,6 +289,18 @@ def accepted_result(event_id: str = "") -> bytes:
 
 
 def write_failed_result(prop: str, value: str, reason: str) -> bytes:
-    """A mapper's answer to a delta it could not write to the device."""
-    body = _error_body("", Code.BAD_REQUEST, f"{prop}={value}: {reason}")
-    return orjson.dumps({**body, "property": prop})
+    """A mapper's answer to a delta it could not write to the device (the twin records the
+    write failed, with ``reason``)."""
+    body = _error_body("", Code.BAD_REQUEST, reason)
+    return orjson.dumps({**body, "property": prop, "value": value})
+
+
+def write_message(prop: str, timestamp: int, status: dict[str, Any]) -> bytes:
+    """A write's move (``…/twin/write``): the property and where its write stands now."""
+    return orjson.dumps({"event_id": "", "timestamp": timestamp, "property": prop, "write": status})
+
+
+def history_result(event_id: str, device: str, events: list[dict[str, Any]]) -> bytes:
+    """The answer to a history/get: the device's changes asked for, oldest first."""
+    body = {"event_id": event_id, "timestamp": now_ms(), "device": device, "events": events}
+    return orjson.dumps(body)

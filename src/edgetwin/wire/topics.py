@@ -24,9 +24,17 @@ class RequestKind(Enum):
     STATE_UPDATE = "state/update"
     MEMBERSHIP_GET = "membership/get"
     NODE_APPLY = "manifests/apply"
+    HISTORY_GET = "history/get"
+    WRITE_RESULT = "twin/update/delta/result"
+    """A mapper's error for a desired value: taken, never answered."""
 
 
-_DEVICE_KINDS = (RequestKind.TWIN_UPDATE, RequestKind.TWIN_GET, RequestKind.STATE_UPDATE)
+_DEVICE_KINDS = (
+    RequestKind.TWIN_UPDATE,
+    RequestKind.TWIN_GET,
+    RequestKind.STATE_UPDATE,
+    RequestKind.HISTORY_GET,
+)
 _NODE_KINDS = (RequestKind.MEMBERSHIP_GET, RequestKind.NODE_APPLY)
 
 
@@ -38,6 +46,7 @@ def request_filters(node: str) -> list[str]:
         filters.append(f"{DEVICE_PREFIX}/+/{kind.value}")
         filters.append(f"{DEVICE_PREFIX}/+/+/+/{kind.value}")
     filters.extend(f"{NODE_PREFIX}/{node}/{kind.value}" for kind in _NODE_KINDS)
+    filters.append(DELTA_RESULT_FILTER)
     return filters
 
 
@@ -60,6 +69,9 @@ _NODE_SUFFIXES = tuple((f"/{kind.value}", kind) for kind in _NODE_KINDS)
 def parse_request_topic(topic: str) -> Request | None:
     """Which request a topic carries, or None if it is not one of ours."""
     if topic.startswith(DEVICE_PREFIX + "/"):
+        device = device_of(topic, DEVICE_PREFIX, RequestKind.WRITE_RESULT.value)
+        if device is not None:
+            return Request(RequestKind.WRITE_RESULT, device, topic)
         for suffix, kind in _DEVICE_SUFFIXES:
             if topic.endswith(suffix):
                 return Request(kind, topic[len(DEVICE_PREFIX) + 1 : -len(suffix)], topic)
@@ -122,10 +134,20 @@ def spec_result_topic(protocol: str, device: str) -> str:
 
 def delta_result_topic(device: str) -> str:
     """A mapper's error for a desired value it could not write to the device."""
-    return f"{delta_topic(device)}/result"
+    return device_topic(device, RequestKind.WRITE_RESULT.value)
+
+
+def write_topic(device: str) -> str:
+    """Where the twin tells each move of a device's writes (pending, sent, written, ...)."""
+    return device_topic(device, "twin/write")
+
+
+def history_get_topic(device: str) -> str:
+    return device_topic(device, RequestKind.HISTORY_GET.value)
 
 
 DELTA_FILTER = f"{DEVICE_PREFIX}/+/+/twin/update/delta"
+DELTA_RESULT_FILTER = f"{DEVICE_PREFIX}/+/+/{RequestKind.WRITE_RESULT.value}"
 TWIN_GET_RESULT_FILTER = f"{DEVICE_PREFIX}/+/+/twin/get/result"
 TWIN_UPDATE_RESULT_FILTER = f"{DEVICE_PREFIX}/+/+/twin/update/result"
 

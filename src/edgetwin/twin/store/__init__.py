@@ -3,6 +3,7 @@
 from edgetwin.twin.store._store import Store
 from edgetwin.twin.store.rows import (
     DeviceRow,
+    HistoryRow,
     OutboxRow,
     Snapshot,
     StateRow,
@@ -10,10 +11,12 @@ from edgetwin.twin.store.rows import (
     StoredTwin,
     TwinRow,
     WriteBatch,
+    WriteRow,
 )
 
 __all__ = [
     "DeviceRow",
+    "HistoryRow",
     "OutboxRow",
     "Snapshot",
     "StateRow",
@@ -22,4 +25,5 @@ __all__ = [
     "StoredTwin",
     "TwinRow",
     "WriteBatch",
+    "WriteRow",
 ]

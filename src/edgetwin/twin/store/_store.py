@@ -10,6 +10,12 @@ only for what is on disk.
 The connection lives on one thread of its own, and a whole transaction is
 one call to it: aiosqlite, used before, made a thread hop per statement
 (BEGIN, each executemany, COMMIT), ~75 µs of the event loop's time each.
+
+The history (every accepted change) is written in the same transaction as
+the change. It is kept within ``max_history_rows`` and ``max_history_age``
+by deleting its oldest rows in a transaction of their own, when it has grown
+1 % over the limit and at most once a minute for age; rows are in ``seq``
+order, which is time order, so either costs only the rows it deletes.
 """
 
 from __future__ import annotations
@@ -19,14 +25,23 @@ import contextlib
 import functools
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
+from edgetwin.config import DEFAULTS
 from edgetwin.errors import StoreError
 from edgetwin.tasks import stop_task
-from edgetwin.twin.store.rows import OutboxRow, Snapshot, StoredDevice, WriteBatch
+from edgetwin.twin.store.rows import (
+    HistoryRow,
+    OutboxRow,
+    Snapshot,
+    StoredDevice,
+    WriteBatch,
+    WriteRow,
+)
 from edgetwin.twin.store.schema import MIGRATIONS, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
@@ -42,6 +57,13 @@ _UPSERT_OUTBOX = (
     "INSERT OR REPLACE INTO outbox (device, field, value, updated_ms) VALUES (?, ?, ?, ?)"
 )
 _DELETE_SENT = "DELETE FROM outbox WHERE device = ? AND field = ? AND value = ?"
+_UPSERT_WRITE = "INSERT OR REPLACE INTO writes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_DELETE_WRITE = "DELETE FROM writes WHERE device = ? AND property = ?"
+_INSERT_HISTORY = (
+    "INSERT INTO history (ts, device, property, kind, value, detail) VALUES (?, ?, ?, ?, ?, ?)"
+)
+_PRUNE_AGE_EVERY = 60.0
+"""Seconds between two deletions of history rows past their age."""
 
 _Pending = tuple[WriteBatch, "asyncio.Future[None]"]
 T = TypeVar("T")
@@ -50,10 +72,23 @@ T = TypeVar("T")
 class Store:
     """The SQLite store; an async context manager that owns the connection and the writer."""
 
-    def __init__(self, path: Path, *, synchronous: str = "FULL", max_batch: int = 2000) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: str = "FULL",
+        max_batch: int = 2000,
+        max_history_rows: int = DEFAULTS.history.max_rows,
+        max_history_age: float = DEFAULTS.history.max_age,
+    ) -> None:
         self.path = path
         self._synchronous = synchronous
         self._max_batch = max_batch
+        self._max_history_rows = max_history_rows
+        self._max_history_age = max_history_age
+        self.history_rows = 0
+        """Rows in the history now."""
+        self._aged_at = 0.0
         self._db: sqlite3.Connection | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         """The one thread that touches the connection."""
@@ -90,6 +125,7 @@ class Store:
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute(f"PRAGMA synchronous = {self._synchronous}")
         self._migrate()
+        self.history_rows = self._db.execute("SELECT count(*) FROM history").fetchone()[0]
 
     async def _close_db(self) -> None:
         if self._db is not None:
@@ -144,12 +180,31 @@ class Store:
             )
         }
         twins = db.execute("SELECT * FROM twins").fetchall()
-        return Snapshot(models, devices, twins)
+        writes = [WriteRow(*row) for row in db.execute("SELECT * FROM writes")]
+        return Snapshot(models, devices, twins, writes)
 
     async def outbox(self) -> list[OutboxRow]:
         """What the cluster has not seen yet, oldest first."""
         rows = await self.execute("SELECT * FROM outbox ORDER BY updated_ms")
         return [OutboxRow(*row) for row in rows]
+
+    async def history(
+        self, device: str, prop: str | None = None, since_ms: int = 0, limit: int = 1000
+    ) -> list[HistoryRow]:
+        """The latest ``limit`` changes of a device (of one property) since a time, oldest first."""
+        sql = "SELECT ts, device, property, kind, value, detail FROM history"
+        sql += " WHERE device = ? AND ts >= ?"
+        args: tuple[object, ...] = (device, since_ms)
+        if prop is not None:
+            sql += " AND property = ?"
+            args += (prop,)
+        sql += " ORDER BY ts DESC, seq DESC LIMIT ?"
+        args += (limit,)
+        try:
+            rows = await self._run(lambda: self.db.execute(sql, args).fetchall())
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the history: {exc}") from exc
+        return [HistoryRow(*row) for row in reversed(rows)]
 
     # --- writing ------------------------------------------------------------------------------
 
@@ -190,9 +245,54 @@ class Store:
                     self._fail(group, merged, exc)
                 else:
                     self._succeed(group, merged)
+            if self._history_due():
+                await self._prune_history()
+
+    def _history_due(self) -> bool:
+        slack = max(100, self._max_history_rows // 100)
+        over = self.history_rows > self._max_history_rows + slack
+        return over or time.monotonic() - self._aged_at > _PRUNE_AGE_EVERY
+
+    async def _prune_history(self) -> None:
+        """Delete the history's rows past its age and over its size, oldest first."""
+        self._aged_at = time.monotonic()
+        cutoff = time.time_ns() // 1_000_000 - int(self._max_history_age * 1000)
+        try:
+            deleted = await self._run(functools.partial(self._prune, cutoff))
+        except (sqlite3.Error, OSError) as exc:
+            log.warning("history not pruned: %s", exc)
+            return
+        self.history_rows -= deleted
+
+    def _prune(self, cutoff_ms: int) -> int:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            # The first row young enough; every row before it (in seq order) goes.
+            first = db.execute(
+                "SELECT seq FROM history WHERE ts >= ? ORDER BY seq LIMIT 1", (cutoff_ms,)
+            ).fetchone()
+            if first is None:
+                deleted = db.execute("DELETE FROM history").rowcount
+            else:
+                deleted = db.execute("DELETE FROM history WHERE seq < ?", first).rowcount
+            excess = self.history_rows - deleted - self._max_history_rows
+            if excess > 0:
+                deleted += db.execute(
+                    "DELETE FROM history WHERE seq <= "
+                    "(SELECT seq FROM history ORDER BY seq LIMIT 1 OFFSET ?)",
+                    (excess - 1,),
+                ).rowcount
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
+        return int(deleted)
 
     def _succeed(self, group: list[_Pending], merged: WriteBatch) -> None:
         self.commits += 1
+        self.history_rows += len(merged.history)
         if merged.outbox:
             self.outbox_written.set()
         for _, future in group:
@@ -233,12 +333,14 @@ class Store:
                 if gone:
                     db.executemany("DELETE FROM twins WHERE device = ?", gone)
                     db.executemany("DELETE FROM outbox WHERE device = ?", gone)
+                    db.executemany("DELETE FROM writes WHERE device = ?", gone)
             if batch.twins:
                 db.executemany(_UPSERT_TWIN, batch.twins.values())
             if batch.outbox:
                 db.executemany(_UPSERT_OUTBOX, batch.outbox.values())
             if batch.outbox_sent:
                 db.executemany(_DELETE_SENT, [r[:3] for r in batch.outbox_sent])
+            self._commit_writes_and_history(batch)
             if batch.states:
                 db.executemany(
                     _UPDATE_STATE,
@@ -249,6 +351,16 @@ class Store:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
             raise
+
+    def _commit_writes_and_history(self, batch: WriteBatch) -> None:
+        keep = [row for row in batch.writes.values() if row is not None]
+        gone = [key for key, row in batch.writes.items() if row is None]
+        if keep:
+            self.db.executemany(_UPSERT_WRITE, keep)
+        if gone:
+            self.db.executemany(_DELETE_WRITE, gone)
+        if batch.history:
+            self.db.executemany(_INSERT_HISTORY, batch.history)
 
     def _upsert_or_delete(
         self, rows: Mapping[str, bytes | tuple[object, ...] | None], upsert: str, table: str

@@ -42,6 +42,38 @@ class OutboxRow(NamedTuple):
     updated_ms: int
 
 
+class WriteRow(NamedTuple):
+    """Where the write of one desired value stands (``twin/writes.py`` says how it moves)."""
+
+    device: str
+    property: str
+    phase: str
+    value: str
+    """The desired value this write is of."""
+    by: str
+    """Who set it: ``cluster``, ``manifests``, ``cli:<user>``, ``mqtt``, ..."""
+    set_ms: int
+    sent_ms: int
+    """When the delta went out to the mappers (0: not yet)."""
+    at_ms: int
+    """When the write entered its phase."""
+    deadline_ms: int
+    """When an open write (pending, sent) times out."""
+    reason: str
+    """Why it failed or timed out, or what drifted."""
+
+
+class HistoryRow(NamedTuple):
+    """One accepted change, as the history keeps it (``property`` is "" for device events)."""
+
+    ts: int
+    device: str
+    property: str
+    kind: str
+    value: str | None
+    detail: str | None = None
+
+
 class StateRow(NamedTuple):
     device: str
     state: str
@@ -63,6 +95,10 @@ class WriteBatch:
     outbox: dict[tuple[str, str], OutboxRow] = field(default_factory=dict)
     outbox_sent: list[OutboxRow] = field(default_factory=list)
     """Rows the cluster now has: deleted if they are still what was sent."""
+    writes: dict[tuple[str, str], WriteRow | None] = field(default_factory=dict)
+    """Write lifecycles by (device, property); None ends one (its desired value is gone)."""
+    history: list[HistoryRow] = field(default_factory=list)
+    """Changes for the history, in order; kept when their device goes."""
 
     def __bool__(self) -> bool:
         return bool(len(self))
@@ -75,6 +111,8 @@ class WriteBatch:
             + len(self.models)
             + len(self.outbox)
             + len(self.outbox_sent)
+            + len(self.writes)
+            + len(self.history)
         )
 
     def add_twin(self, row: TwinRow) -> None:
@@ -85,6 +123,7 @@ class WriteBatch:
             if body is None:
                 self.twins = {k: v for k, v in self.twins.items() if k[0] != device}
                 self.outbox = {k: v for k, v in self.outbox.items() if k[0] != device}
+                self.writes = {k: v for k, v in self.writes.items() if k[0] != device}
                 self.states.pop(device, None)
             self.devices[device] = body
         self.models.update(other.models)
@@ -92,11 +131,14 @@ class WriteBatch:
         self.states.update(other.states)
         self.outbox.update(other.outbox)
         self.outbox_sent.extend(other.outbox_sent)
+        self.writes.update(other.writes)
+        self.history.extend(other.history)
 
     def device_ids(self) -> set[str]:
         return (
             {key[0] for key in self.twins}
             | {key[0] for key in self.outbox}
+            | {key[0] for key in self.writes}
             | set(self.states)
             | set(self.devices)
         )
@@ -113,3 +155,4 @@ class Snapshot:
     models: dict[str, bytes]
     devices: dict[str, StoredDevice]
     twins: list[StoredTwin]
+    writes: list[WriteRow] = field(default_factory=list)

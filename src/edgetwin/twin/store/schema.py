@@ -42,6 +42,32 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE devices ADD COLUMN spec_topic TEXT;
     ALTER TABLE devices ADD COLUMN spec BLOB;
     """,
+    # 3: each desired value's write lifecycle, and the history of accepted changes.
+    """
+    CREATE TABLE writes (
+        device TEXT NOT NULL,
+        property TEXT NOT NULL,
+        phase TEXT NOT NULL,
+        value TEXT NOT NULL,
+        by TEXT NOT NULL,
+        set_ms INTEGER NOT NULL,
+        sent_ms INTEGER NOT NULL,
+        at_ms INTEGER NOT NULL,
+        deadline_ms INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        PRIMARY KEY (device, property)
+    ) WITHOUT ROWID;
+    CREATE TABLE history (
+        seq INTEGER PRIMARY KEY,
+        ts INTEGER NOT NULL,
+        device TEXT NOT NULL,
+        property TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        value TEXT,
+        detail TEXT
+    );
+    CREATE INDEX history_by_device ON history (device, ts);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
