@@ -47,7 +47,9 @@ class Node:
             from edgetwin.cloud import CloudLedger  # noqa: PLC0415
 
             self.ledger = CloudLedger()
-        self.engine = TwinEngine(settings.node.name, settings.twin, cloud=self.ledger)
+        self.engine = TwinEngine(
+            settings.node.name, settings.twin, cloud=self.ledger, history=settings.history.enabled
+        )
         self.broker_port = settings.broker.port
         self._stack = contextlib.AsyncExitStack()
         self.store: Store

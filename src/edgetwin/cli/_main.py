@@ -30,7 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--broker", metavar="HOST:PORT", help="MQTT broker to use")
     client = argparse.ArgumentParser(add_help=False)
     client.add_argument(
-        "--timeout", type=float, default=10.0, help="seconds to wait for the node's answer"
+        "--timeout",
+        type=float,
+        help="seconds to wait for the node's answer (default 10; 60 for set --wait)",
     )
 
     parser = argparse.ArgumentParser(prog="edgetwin", description=__doc__)
@@ -76,19 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     sensor.add_argument("--name", default="sensor-01", help="the zigbee2mqtt/<name> topics")
     sensor.add_argument("--interval", type=float, default=1.0, help="seconds between readings")
 
-    apply = commands.add_parser(
-        "apply", parents=[common, client], help="add or update devices/models"
-    )
-    apply.add_argument("-f", "--filename", type=Path, required=True, help="YAML file or folder")
-
-    get = commands.add_parser("get", parents=[common, client], help="show devices")
-    get.add_argument("what", choices=["devices", "device"])
-    get.add_argument("device", nargs="?", help="NAMESPACE/NAME (for 'get device')")
-    get.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
-
-    set_ = commands.add_parser("set", parents=[common, client], help="set desired property values")
-    set_.add_argument("device", help="NAMESPACE/NAME")
-    set_.add_argument("assignments", nargs="+", metavar="PROP=VALUE")
+    _client_commands(commands, [common, client])
 
     acl = commands.add_parser(
         "acl",
@@ -120,6 +110,37 @@ def _parser() -> argparse.ArgumentParser:
         "--stdin", action="store_true", help="read the password from stdin, not a prompt"
     )
     return parser
+
+
+def _client_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: list[argparse.ArgumentParser],
+) -> None:
+    """The commands that ask a running node over MQTT: apply, get, set, history."""
+    apply = commands.add_parser("apply", parents=parents, help="add or update devices/models")
+    apply.add_argument("-f", "--filename", type=Path, required=True, help="YAML file or folder")
+
+    get = commands.add_parser("get", parents=parents, help="show devices")
+    get.add_argument("what", choices=["devices", "device"])
+    get.add_argument("device", nargs="?", help="NAMESPACE/NAME (for 'get device')")
+    get.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+
+    set_ = commands.add_parser("set", parents=parents, help="set desired property values")
+    set_.add_argument("device", help="NAMESPACE/NAME")
+    set_.add_argument("assignments", nargs="+", metavar="PROP=VALUE")
+    set_.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait until each value is written to the device (read back), or its write "
+        "failed or timed out; exit 1 with the reason then",
+    )
+
+    history = commands.add_parser("history", parents=parents, help="show what changed on a device")
+    history.add_argument("device", help="NAMESPACE/NAME")
+    history.add_argument("property", nargs="?", help="only this property's changes")
+    history.add_argument("--since", metavar="DURATION", help="e.g. 10m, 2h (default: all kept)")
+    history.add_argument("--limit", type=int, default=1000, help="the latest N changes")
+    history.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
 
 
 # Options that set one setting as given: option -> (section, key); section "" is the top.

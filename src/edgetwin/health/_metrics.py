@@ -19,7 +19,8 @@ from prometheus_client.registry import Collector
 
 from edgetwin.broker import MosquittoBroker
 from edgetwin.mappers import MapperRuntime
-from edgetwin.twin import TwinEngine
+from edgetwin.twin import Store, TwinEngine
+from edgetwin.twin.writes import CLOSED, OPEN
 from edgetwin.wire.messages import Code
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from edgetwin.mappers.dmi import DmiServer
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+WRITE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 class Observed(Protocol):
@@ -35,6 +37,8 @@ class Observed(Protocol):
 
     @property
     def engine(self) -> TwinEngine: ...
+    @property
+    def store(self) -> Store: ...
     @property
     def broker(self) -> EmbeddedBroker | MosquittoBroker | None: ...
     @property
@@ -56,6 +60,13 @@ class NodeMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.write_seconds = Histogram(
+            "edgetwin_write_seconds",
+            "From a desired value being set to the device reporting it (its write read back).",
+            buckets=WRITE_BUCKETS,
+            registry=self.registry,
+        )
+        node.engine.writes.observe_seconds = self.write_seconds.observe
         self.registry.register(_NodeCollector(node))
 
     def exposition(self) -> bytes:
@@ -68,6 +79,7 @@ class _NodeCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from self._twin()
+        yield from self._writes()
         yield from self._devices()
         broker = self._node.broker
         if isinstance(broker, MosquittoBroker):
@@ -135,6 +147,44 @@ class _NodeCollector(Collector):
         if self._node.dmi is not None:
             suppressed.add_metric(["dmi"], self._node.dmi.log_suppressed())
         yield suppressed
+
+    def _writes(self) -> Iterator[Metric]:
+        writes = self._node.engine.writes
+        closed = CounterMetricFamily(
+            "edgetwin_writes",
+            "Writes of desired values closed, by result: written (read back), failed (the "
+            "mapper's error), timedout (not read back in time).",
+            labels=["result"],
+        )
+        for result in CLOSED:
+            closed.add_metric([result], writes.closed[result])
+        yield closed
+        open_now = GaugeMetricFamily(
+            "edgetwin_writes_open",
+            "Desired values waiting to be read back, by phase (pending: not sent yet).",
+            labels=["phase"],
+        )
+        phases = Counter(
+            row.phase for twin in self._node.engine.devices.values() for row in twin.writes.values()
+        )
+        for phase in OPEN:
+            open_now.add_metric([phase], phases[phase])
+        yield open_now
+        yield CounterMetricFamily(
+            "edgetwin_write_drifts",
+            "Written values the device changed afterwards (the node applied them again).",
+            value=writes.drifts,
+        )
+        yield CounterMetricFamily(
+            "edgetwin_write_results_stray",
+            "Mappers' write errors that matched no write of the twin (late, or forged).",
+            value=writes.stray_results,
+        )
+        yield GaugeMetricFamily(
+            "edgetwin_history_rows",
+            "Changes the history holds (history.max_rows at most).",
+            value=self._node.store.history_rows,
+        )
 
     def _devices(self) -> Iterator[Metric]:
         devices = self._node.engine.devices

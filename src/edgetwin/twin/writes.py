@@ -45,7 +45,7 @@ class Phase(StrEnum):
     TIMED_OUT = "timedout"
 
 
-OPEN = frozenset({Phase.PENDING, Phase.SENT})
+OPEN = (Phase.PENDING, Phase.SENT)
 CLOSED = (Phase.WRITTEN, Phase.FAILED, Phase.TIMED_OUT)
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)?")
