@@ -16,6 +16,7 @@ import pytest
 
 from edgetwin.cloud import device_status
 from edgetwin.wire import topics
+from edgetwin.wire.messages import write_failed_result
 from tests.kube.conftest import (
     OURS,
     Cluster,
@@ -219,3 +220,53 @@ async def test_a_kubeedge_device_manifest_applies_unchanged_and_reaches_the_node
         async with synced_node(settings) as node:
             twin = node.engine.devices[f"default/{name}"]
             assert twin.properties["temperature"].desired == "30"
+
+
+@pytest.mark.parametrize("layout_name", LAYOUTS)
+async def test_kubectl_shows_where_each_write_stands(layout_name: str, tmp_path: Path) -> None:
+    """A write read back and a write the mapper refused, as kubectl shows them: in our
+    CRD's Writes column, and on either layout in the observed desired metadata (which
+    KubeEdge's CRD keeps) and ``kubectl describe``."""
+    with own_cluster(tmp_path, *layout(layout_name)) as cluster:
+        settings = node_settings_for(cluster, tmp_path)
+        name = unique("dev")
+        device = f"default/{name}"
+        await cluster.add_thermostat(
+            name, settings.node.name, desired={"target": "22.5", "count": "3"}
+        )
+        async with synced_node(settings) as node, Paho(node.broker_port) as mapper:
+            update = topics.twin_update_topic(device)
+            await mapper.subscribe(f"{update}/result")
+            read_back = {"twin": {"target": {"actual": {"value": "22.5"}}}}
+            assert "code" not in await mapper.request(update, read_back)
+            refusal = write_failed_result("count", "3", "Modbus exception 2: illegal data address")
+            mapper.publish(topics.delta_result_topic(device), refusal)
+
+            async def shown() -> bool:
+                obj = await cluster.get("devicestatuses", name)
+                writes = ((obj or {}).get("status") or {}).get("extensions", {}).get("writes")
+                return writes == "count=failed, target=written"
+
+            await until(shown, "the cluster has both writes' outcomes")
+            assert node.engine.devices[device].writes["count"].phase == "failed"
+
+        def run(*args: str) -> str:
+            done = kubectl(cluster.kubeconfig, *args)
+            assert done.returncode == 0, done.stderr
+            return done.stdout
+
+        path = '{.status.twins[?(@.propertyName=="count")].observedDesired.metadata}'
+        metadata = orjson.loads(
+            await asyncio.to_thread(run, "get", "devicestatus", name, "-o", f"jsonpath={path}")
+        )
+        assert metadata["write"] == "failed"
+        assert metadata["writeReason"] == "Modbus exception 2: illegal data address"
+        assert metadata["writeBy"] == "cluster"
+        described = await asyncio.to_thread(run, "describe", "devicestatus", name)
+        assert "illegal data address" in described
+        assert "count=failed, target=written" in described
+        table = await asyncio.to_thread(run, "get", "devicestatus", name)
+        if layout_name == "ours":  # a column of our CRD; KubeEdge's has no columns
+            header, row = table.splitlines()
+            assert "WRITES" in header
+            assert "count=failed, target=written" in row

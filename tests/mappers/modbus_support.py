@@ -17,21 +17,29 @@ from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.server.base import ModbusBaseServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from edgetwin.mappers import MapperRuntime
+from edgetwin.mappers.modbus import ModbusMapper
+from edgetwin.node import Node
 from edgetwin.wire.resources import Device, DeviceModel
 from tests.support import child_process, device_manifest, free_port, model_manifest
 
 COILS, DISCRETE, HOLDING, INPUT = 1, 2, 3, 4  # function codes naming the tables
 
 
-def slave(unit: int) -> SimDevice:
-    """A slave with 16 coils, 16 discrete inputs and 32 holding and input registers, all zero."""
+def slave(unit: int, read_only: tuple[int, ...] = ()) -> SimDevice:
+    """A slave with 16 coils, 16 discrete inputs and 32 holding and input registers, all zero;
+    the holding registers at ``read_only`` refuse writes (exception 2), as a device's can."""
     bits = [SimData(0, count=1, values=False, datatype=DataType.BITS)]
+    holding = [
+        SimData(a, count=1, values=0, datatype=DataType.REGISTERS, readonly=a in read_only)
+        for a in range(32)
+    ]
     return SimDevice(
         unit,
         simdata=(
             bits,
             [SimData(0, count=1, values=False, datatype=DataType.BITS)],
-            [SimData(0, count=32, values=0, datatype=DataType.REGISTERS)],
+            holding,
             [SimData(0, count=32, values=0, datatype=DataType.REGISTERS)],
         ),
     )
@@ -57,10 +65,11 @@ async def tcp_slaves(
     port: int | None = None,
     units: tuple[int, ...] = (1,),
     trace_pdu: Callable[[bool, ModbusPDU], ModbusPDU] | None = None,
+    read_only: tuple[int, ...] = (),
 ) -> AsyncIterator[Slaves]:
     port = port or free_port()
     server = ModbusTcpServer(
-        [slave(u) for u in units], address=("127.0.0.1", port), trace_pdu=trace_pdu
+        [slave(u, read_only) for u in units], address=("127.0.0.1", port), trace_pdu=trace_pdu
     )
     await server.serve_forever(background=True)
     client = AsyncModbusTcpClient("127.0.0.1", port=port, reconnect_delay=0)
@@ -123,6 +132,16 @@ async def rtu_slaves(device_end: str, units: tuple[int, ...] = (1,)) -> AsyncIte
         yield Slaves(server)
     finally:
         await server.shutdown()  # type: ignore[no-untyped-call]
+
+
+@contextlib.asynccontextmanager
+async def modbus_mapper(node: Node) -> AsyncIterator[MapperRuntime]:
+    """The node's Modbus mapper, quick to give up on a silent device."""
+    mapper = ModbusMapper(timeout=0.3, retries=0, reconnect_max_delay=0.5)
+    async with MapperRuntime(
+        mapper, node.broker_address(), node=node.settings.node.name
+    ) as runtime:
+        yield runtime
 
 
 def modbus_model(name: str) -> DeviceModel:

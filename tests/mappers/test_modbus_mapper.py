@@ -19,7 +19,6 @@ import pytest
 from pymodbus.pdu import ModbusPDU
 
 from edgetwin.mappers import MapperRuntime
-from edgetwin.mappers.modbus import ModbusMapper
 from edgetwin.node import Node
 from tests.mappers.modbus_support import (
     COILS,
@@ -28,6 +27,7 @@ from tests.mappers.modbus_support import (
     INPUT,
     Slaves,
     modbus_device,
+    modbus_mapper,
     modbus_model,
     pty_pair,
     rtu_slaves,
@@ -35,15 +35,6 @@ from tests.mappers.modbus_support import (
 )
 from tests.mappers.watch import DeviceWatch
 from tests.support import free_port, unique
-
-
-@contextlib.asynccontextmanager
-async def modbus_mapper(node: Node) -> AsyncIterator[MapperRuntime]:
-    mapper = ModbusMapper(timeout=0.3, retries=0, reconnect_max_delay=0.5)
-    async with MapperRuntime(
-        mapper, node.broker_address(), node=node.settings.node.name
-    ) as runtime:
-        yield runtime
 
 
 async def _apply(node: Node, protocol: dict[str, Any], **kwargs: Any) -> str:

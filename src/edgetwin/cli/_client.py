@@ -133,9 +133,8 @@ async def _set_and_wait(mqtt: MqttConnection, args: argparse.Namespace, limit: f
         raise EdgetwinError(f"no outcome within {limit:g} s: {left}") from None
     failed = []
     for prop, write in sorted(waiter.writes.items()):
-        took = (write["at"] - write["set"]) / 1000
         if write["phase"] == Phase.WRITTEN:
-            print(f"{device} {prop}: written ({took:.1f} s)")
+            print(f"{device} {prop}: written ({write['at'] - write['set']} ms)")
         else:
             failed.append(f"{prop} {_phase_words(write)}")
     if failed:

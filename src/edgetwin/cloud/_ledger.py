@@ -60,7 +60,7 @@ def device_status(twin: DeviceTwin) -> dict[str, Any]:
         "twins": [
             twin_status(twin, name)
             for name in sorted(twin.record.to_cloud)
-            if name in props and props[name].reported is not None
+            if name in props and (props[name].reported is not None or name in twin.writes)
         ]
     }
     if twin.record.state_to_cloud:

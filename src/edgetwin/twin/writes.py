@@ -189,7 +189,7 @@ class WriteBook:
             if twin is None or row is None or key[1] not in twin.properties:
                 del self._open[key]
                 continue
-            seconds = (row.deadline_ms - row.at_ms) / 1000
+            seconds = self._timeout_ms(twin, key[1]) / 1000
             reason = f"not read back within {seconds:g} s"
             if twin.state not in ("online", "ok"):
                 reason += f" (device {twin.state})"
