@@ -1,5 +1,6 @@
 """A node killed with SIGKILL while it confirms a burst of updates comes back with every
-confirmed value, and the database passes PRAGMA integrity_check."""
+confirmed value, in the twin and in its history, and the database passes PRAGMA
+integrity_check."""
 
 from __future__ import annotations
 
@@ -61,4 +62,12 @@ async def test_sigkill_keeps_every_confirmed_update(
                 await client.subscribe(f"{get}/result")
                 got = await client.request(get, {"event_id": "g"})
                 assert int(got["twin"]["count"]["actual"]["value"]) >= i
+                # The history committed with each update: every confirmed value is in it.
+                history = topics.history_get_topic(device)
+                await client.subscribe(f"{history}/result")
+                asked = {"event_id": "h", "property": "count", "limit": UPDATES}
+                events = (await client.request(history, asked))["events"]
+                kept = {int(e["value"]) for e in events if e["kind"] == "reported"}
+                first = names.index(device.split("/")[1])
+                assert set(range(first, i + 1, DEVICES)) <= kept
         assert again.stop() == 0

@@ -132,6 +132,7 @@ async def test_an_mqtt_device_that_never_reads_back_times_out(node: Node) -> Non
         async with DeviceWatch(node.broker_port, device, "mqtt") as watch:
             await watch.until_reported(setpoint="18")
             code, out, err = await _cli(node, "set", device, "setpoint=22", "--wait")
+            assert out == f"{device} setpoint: desired 22\n"
             command = await deaf.next(f"z2m/{name}/set")  # it got the command, and says nothing
     assert command == {"climate": {"setpoint": 22.0}}
     assert code == 1

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 
 from edgetwin.errors import StoreError
-from edgetwin.twin.store import DeviceRow, StateRow, Store, TwinRow, WriteBatch
+from edgetwin.twin.store import DeviceRow, HistoryRow, StateRow, Store, TwinRow, WriteBatch
 from edgetwin.twin.store.schema import MIGRATIONS, SCHEMA_VERSION
 
 
@@ -99,3 +100,36 @@ async def test_an_older_store_is_migrated_and_keeps_its_rows(tmp_path: Path) -> 
     assert snapshot.devices["ns/a"] == (b"{}", "unknown", None, None, None)
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+
+
+def _history(device: str, start: int, count: int, at: int) -> WriteBatch:
+    rows = [HistoryRow(at, device, "p", "reported", str(n)) for n in range(start, start + count)]
+    return WriteBatch(history=rows)
+
+
+async def test_the_history_keeps_its_newest_rows_within_max_rows(tmp_path: Path) -> None:
+    now = time.time_ns() // 1_000_000
+    async with Store(tmp_path / "t.db", max_history_rows=1000) as store:
+        await store.write(_history("ns/a", 0, 1000, now))
+        await store.write(_history("ns/b", 1000, 150, now))  # 1 % over, and 100 more
+        await store.write(WriteBatch(history=[]))  # nothing: no commit to wait behind
+        await store.write(_history("ns/b", 1150, 1, now))  # committed after the pruning
+        assert store.history_rows == 1001
+        kept = await store.history("ns/a", limit=10_000)
+    assert [r.value for r in kept] == [str(n) for n in range(150, 1000)]
+    async with Store(tmp_path / "t.db", max_history_rows=1000) as store:
+        assert store.history_rows == 1001  # counted again at start
+
+
+async def test_the_history_forgets_what_is_older_than_max_age(tmp_path: Path) -> None:
+    now = time.time_ns() // 1_000_000
+    async with Store(tmp_path / "t.db", max_history_age=60.0) as store:
+        old = _history("ns/a", 0, 5, now - 61_000)
+        await store.write(old)
+        await store.write(_history("ns/a", 5, 3, now))  # the first commit prunes by age
+        await store.write(_history("ns/a", 8, 1, now))
+        kept = await store.history("ns/a")
+        assert [r.value for r in kept] == [str(n) for n in range(5, 9)]
+        assert store.history_rows == 4
+        since = await store.history("ns/a", since_ms=now, limit=2)
+    assert [r.value for r in since] == ["7", "8"]
