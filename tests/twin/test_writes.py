@@ -185,18 +185,15 @@ def test_a_write_timeout_that_is_not_a_duration_is_refused_where_it_is_written(
     document: dict[str, Any] = thermostat_model().to_document()
     document["metadata"]["annotations"] = {"edgetwin.io/write-timeout": text}
     outcome = engine.catalog.apply_model(DeviceModel.model_validate(document), "cluster")
-    assert outcome.errors == [
-        "DeviceModel default/thermostat: metadata.annotations[edgetwin.io/write-timeout]: "
-        f"{text!r} is not a duration such as 500ms, 10s or 2m"
-    ]
+    not_a_duration = f"{text!r} is not a duration such as 500ms, 10s or 2m"
+    where = "DeviceModel default/thermostat: metadata.annotations[edgetwin.io/write-timeout]"
+    assert outcome.errors == [f"{where}: {not_a_duration}"]
     engine.catalog.apply_model(thermostat_model(), "cluster")
     device: dict[str, Any] = thermostat("d1", desired={"target": "23"}).to_document()
     device["spec"]["properties"][0]["desired"]["metadata"] = {"writeTimeout": text}
     outcome = engine.catalog.apply_device(Device.model_validate(device), "cluster")
-    assert outcome.errors == [
-        f"Device default/d1 spec.properties[0].desired.metadata.writeTimeout: {text!r} "
-        "is not a duration such as 500ms, 10s or 2m"
-    ]
+    where = "Device default/d1 spec.properties[0].desired.metadata.writeTimeout"
+    assert outcome.errors == [f"{where}: {not_a_duration}"]
 
 
 def test_a_drift_opens_the_write_again_and_sends_the_value_again() -> None:
