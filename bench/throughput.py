@@ -17,7 +17,11 @@ see its raw rate) measures in the same run:
   (open loop: from the planned send time);
 - the node's **RSS** once its retained specs are at the broker (idle) and after.
 
-Run: ``.venv/bin/python -m bench.throughput [--messages N] [--window W] [--devices 1000 10000]``
+Each update changes the reported value, so with the history on (the default) each
+is a history row too; ``--history on off`` measures both.
+
+Run: ``.venv/bin/python -m bench.throughput [--messages N] [--window W] [--devices 1000 10000]
+[--history on off]``
 """
 
 from __future__ import annotations
@@ -86,6 +90,7 @@ async def wait_for_specs(port: int, devices: int) -> None:
 class Row:
     broker: str
     devices: int
+    history: str = "on"
     raw: float = 0.0
     twin: float = 0.0
     cpu_us: float = 0.0
@@ -97,28 +102,41 @@ class Row:
 ENGINES = {"embedded mosquitto": "mosquitto", "embedded amqtt": "amqtt"}
 
 
-def node_config(work: Path, broker: str) -> Path:
+def node_config(work: Path, broker: str, history: str) -> Path:
     """The embedded broker's engine; amqtt's per-client rate limit raised (the generator is
-    a few very fast clients)."""
-    config = work / f"config-{broker.replace(' ', '-')}.yaml"
+    a few very fast clients); the history on or off."""
+    config = work / f"config-{broker.replace(' ', '-')}-{history}.yaml"
     settings = {"max_messages_per_second": 1_000_000, "engine": ENGINES.get(broker, "auto")}
-    config.write_text(yaml.safe_dump({"broker": settings, "store": {"synchronous": "FULL"}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "broker": settings,
+                "store": {"synchronous": "FULL"},
+                "history": {"enabled": history == "on"},
+            }
+        )
+    )
     return config
 
 
 async def run_one(
-    broker: str, work: Path, devices: int, args: argparse.Namespace, mqtt_port: int | None
+    broker: str,
+    work: Path,
+    devices: int,
+    history: str,
+    args: argparse.Namespace,
+    mqtt_port: int | None,
 ) -> Row:
-    tag = f"{broker.replace(' ', '-')}-{devices}"
+    tag = f"{broker.replace(' ', '-')}-{devices}-{history}"
     manifests = write_manifests(work / f"m-{tag}", [thermostat(f"d{i}") for i in range(devices)])
     node = NodeProcess(
         work / f"data-{tag}",
         node=f"bench-{tag}",
         external_port=mqtt_port,
         manifests=manifests,
-        extra=("--config", str(node_config(work, broker))),
+        extra=("--config", str(node_config(work, broker, history))),
     )
-    row = Row(broker, devices)
+    row = Row(broker, devices, history)
     with node:
         assert node.proc is not None
         pid = node.proc.pid
@@ -145,15 +163,17 @@ def table(rows: list[Row], args: argparse.Namespace) -> str:
     lines = [
         f"{args.messages:,} updates a run, window {args.window}, store.synchronous=FULL\n",
         (
-            "| broker | devices | raw msg/s | twin updates/s | twin / raw | node CPU µs/update "
-            "| p50 / p99 ms at 50 % | p50 / p99 ms at 90 % | RSS idle MB | after MB |"
+            "| broker | devices | history | raw msg/s | twin updates/s | twin / raw "
+            "| node CPU µs/update | p50 / p99 ms at 50 % | p50 / p99 ms at 90 % | RSS idle MB "
+            "| after MB |"
         ),
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         p50a, p99a, p50b, p99b = r.latency
         lines.append(
-            f"| {r.broker} | {r.devices:,} | {r.raw:,.0f} | {r.twin:,.0f} | {r.twin / r.raw:.2f} "
+            f"| {r.broker} | {r.devices:,} | {r.history} | {r.raw:,.0f} | {r.twin:,.0f} "
+            f"| {r.twin / r.raw:.2f} "
             f"| {r.cpu_us:.0f} | {p50a:.1f} / {p99a:.1f} | {p50b:.1f} / {p99b:.1f} "
             f"| {r.rss_idle:.1f} | {r.rss_after:.1f} |"
         )
@@ -171,6 +191,7 @@ async def main() -> None:
         default=[*ENGINES, "external mosquitto"],
         choices=[*ENGINES, "external mosquitto"],
     )
+    parser.add_argument("--history", nargs="+", default=["on"], choices=["on", "off"])
     args = parser.parse_args()
     build_go_tools()
     rows = []
@@ -179,8 +200,10 @@ async def main() -> None:
         port = stack.enter_context(mosquitto(work))
         for broker in args.brokers:
             for devices in args.devices:
-                external = port if broker == "external mosquitto" else None
-                rows.append(await run_one(broker, work, devices, args, external))
+                for history in args.history:
+                    external = port if broker == "external mosquitto" else None
+                    row = await run_one(broker, work, devices, history, args, external)
+                    rows.append(row)
     print(table(rows, args))
 
 

@@ -293,6 +293,11 @@ class HealthSettings(_Section):
     enabled: bool = Field(default=True, description="Serve /metrics, /healthz and /readyz.")
     host: str = Field("127.0.0.1", description="Address of the health and metrics endpoint.")
     port: int = Field(9464, ge=0, le=65535, description="Its port (0: any free port).")
+    page: bool = Field(
+        default=False,
+        description="Also serve a read-only page of the devices at / (their values, writes and "
+        "history plots): off by default, as it shows every device to whoever reaches the port.",
+    )
 
 
 class Settings(_Section):

@@ -216,14 +216,23 @@ class Node:
         return dataclasses.replace(address, username=login[0], password=login[1])
 
     async def _serve_health(self, stack: contextlib.AsyncExitStack, metrics: NodeMetrics) -> None:
-        from edgetwin.health import HealthServer  # noqa: PLC0415
+        from edgetwin.health import HealthServer, always, page_routes  # noqa: PLC0415
 
         settings = self.settings.health
+
+        async def exposition(_query: dict[str, str]) -> tuple[int, str, bytes]:
+            return 200, CONTENT_TYPE_METRICS, metrics.exposition()
+
+        async def readiness(_query: dict[str, str]) -> tuple[int, str, bytes]:
+            return self._readiness()
+
         routes = {
-            "/metrics": lambda: (200, CONTENT_TYPE_METRICS, metrics.exposition()),
-            "/healthz": lambda: (200, "text/plain", b"ok\n"),
-            "/readyz": self._readiness,
+            "/metrics": exposition,
+            "/healthz": always((200, "text/plain", b"ok\n")),
+            "/readyz": readiness,
         }
+        if settings.page:
+            routes |= page_routes(self)
         server = await stack.enter_async_context(HealthServer(settings.host, settings.port, routes))
         self.health_port = server.port
 

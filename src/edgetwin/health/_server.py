@@ -1,9 +1,10 @@
-"""A minimal HTTP/1.1 server for three GET endpoints, on the node's own event loop.
+"""A minimal HTTP/1.1 server for a few read-only GET endpoints, on the node's own event loop.
 
 prometheus-client's own servers run in a thread (WSGI) and aiohttp costs
-~27 MB of memory to import; three read-only paths need neither. Each
+~27 MB of memory to import; a few read-only paths need neither. Each
 connection serves one request and closes; a request must arrive within
-:data:`READ_TIMEOUT` seconds and :data:`MAX_HEAD` bytes.
+:data:`READ_TIMEOUT` seconds and :data:`MAX_HEAD` bytes. A handler gets the
+query string's parameters (the first value of each).
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Self
+from urllib.parse import parse_qsl, urlsplit
 
 from edgetwin.errors import EdgetwinError
 
@@ -23,14 +25,38 @@ MAX_HEAD = 8192
 
 Response = tuple[int, str, bytes]
 """Status code, content type, body."""
+Handler = Callable[[dict[str, str]], Awaitable[Response]]
+"""Answers a path, given the query's parameters."""
 
-_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+_HEADERS = (
+    "X-Content-Type-Options: nosniff\r\n"
+    "Cache-Control: no-store\r\n"
+    "Content-Security-Policy: default-src 'self'; frame-ancestors 'none'\r\n"
+)
+"""Every answer's: the page and its data load only from here, and nothing is cached."""
+
+
+def always(response: Response) -> Handler:
+    """A handler with a fixed answer."""
+
+    async def handler(_query: dict[str, str]) -> Response:
+        return response
+
+    return handler
 
 
 class HealthServer:
     """``async with HealthServer(host, port, routes)``: ``routes`` maps a path to its handler."""
 
-    def __init__(self, host: str, port: int, routes: dict[str, Callable[[], Response]]) -> None:
+    def __init__(self, host: str, port: int, routes: dict[str, Handler]) -> None:
         self.host = host
         self.port = port
         self._routes = routes
@@ -59,10 +85,10 @@ class HealthServer:
             async with asyncio.timeout(READ_TIMEOUT):
                 head = await reader.readuntil(b"\r\n\r\n")
             method, path = _request_line(head)
-            status, content_type, body = self._answer(method, path)
+            status, content_type, body = await self._answer(method, path)
             writer.write(
                 f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {content_type}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                f"Content-Length: {len(body)}\r\n{_HEADERS}Connection: close\r\n\r\n".encode()
                 + (body if method == "GET" else b"")
             )
             await writer.drain()
@@ -75,13 +101,18 @@ class HealthServer:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
-    def _answer(self, method: str, path: str) -> Response:
+    async def _answer(self, method: str, target: str) -> Response:
         if method not in ("GET", "HEAD"):
             return 405, "text/plain", b"only GET\n"
-        route = self._routes.get(path.split("?", 1)[0])
+        try:
+            url = urlsplit(target)
+            query = dict(reversed(parse_qsl(url.query, max_num_fields=20)))
+        except ValueError:
+            return 400, "text/plain", b"bad request target\n"
+        route = self._routes.get(url.path)
         if route is None:
             return 404, "text/plain", b"not found\n"
-        return route()
+        return await route(query)
 
 
 def _request_line(head: bytes) -> tuple[str, str]:

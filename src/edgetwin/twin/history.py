@@ -41,3 +41,14 @@ class History:
     ) -> None:
         if self.enabled:
             batch.history.append(HistoryRow(at, device, prop, kind, value, detail))
+
+
+def history_event(row: HistoryRow) -> dict[str, object]:
+    """One change as the twin API and the page give it (``ts`` in epoch ms)."""
+    event: dict[str, object] = {"ts": row.ts, "kind": row.kind}
+    if row.property:
+        event["property"] = row.property
+    event["value"] = row.value
+    if row.detail is not None:
+        event["detail"] = row.detail
+    return event

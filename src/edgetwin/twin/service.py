@@ -32,8 +32,9 @@ from edgetwin.errors import BrokerUnreachableError, StoreError
 from edgetwin.mqtt import Session
 from edgetwin.tasks import start_guarded, stop_task
 from edgetwin.twin.engine import TwinEngine
+from edgetwin.twin.history import history_event
 from edgetwin.twin.outcome import HistoryQuery, Outcome, Publication
-from edgetwin.twin.store import HistoryRow, Store, WriteBatch
+from edgetwin.twin.store import Store, WriteBatch
 from edgetwin.wire import topics
 from edgetwin.wire.messages import now_ms
 from edgetwin.wire.resources import Resource
@@ -252,14 +253,3 @@ class TwinService:
             return
         events = [history_event(row) for row in rows]
         self._publish([self.engine.api.history_answer(query, events)])
-
-
-def history_event(row: HistoryRow) -> dict[str, object]:
-    """One change as the twin API and the page give it."""
-    event: dict[str, object] = {"ts": row.ts, "kind": row.kind}
-    if row.property:
-        event["property"] = row.property
-    event["value"] = row.value
-    if row.detail is not None:
-        event["detail"] = row.detail
-    return event
