@@ -11,11 +11,10 @@ The connection lives on one thread of its own, and a whole transaction is
 one call to it: aiosqlite, used before, made a thread hop per statement
 (BEGIN, each executemany, COMMIT), ~75 µs of the event loop's time each.
 
-The history (every accepted change) is written in the same transaction as
-the change. It is kept within ``max_history_rows`` and ``max_history_age``
-by deleting its oldest rows in a transaction of their own, when it has grown
-1 % over the limit and at most once a minute for age; rows are in ``seq``
-order, which is time order, so either costs only the rows it deletes.
+The history (every accepted change, ``_history.py``) is written in the same
+transaction as the change. It is kept within ``max_history_rows`` and
+``max_history_age`` by deleting its oldest rows in a transaction of their
+own, when it has grown 1 % over the limit, and for age at most once a minute.
 """
 
 from __future__ import annotations
@@ -34,6 +33,8 @@ from typing import Any, Self, TypeVar
 from edgetwin.config import DEFAULTS
 from edgetwin.errors import StoreError
 from edgetwin.tasks import stop_task
+from edgetwin.twin.store._bulk import write_rows
+from edgetwin.twin.store._history import HistoryTable
 from edgetwin.twin.store.rows import (
     HistoryRow,
     OutboxRow,
@@ -46,7 +47,7 @@ from edgetwin.twin.store.schema import MIGRATIONS, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 
-_UPSERT_TWIN = "INSERT OR REPLACE INTO twins VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_UPSERT_TWINS = "INSERT OR REPLACE INTO twins"
 _UPSERT_DEVICE = (
     "INSERT INTO devices (id, body, spec_topic, spec) VALUES (?, ?, ?, ?) ON CONFLICT (id)"
     " DO UPDATE SET body = excluded.body, spec_topic = excluded.spec_topic, spec = excluded.spec"
@@ -59,9 +60,6 @@ _UPSERT_OUTBOX = (
 _DELETE_SENT = "DELETE FROM outbox WHERE device = ? AND field = ? AND value = ?"
 _UPSERT_WRITE = "INSERT OR REPLACE INTO writes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _DELETE_WRITE = "DELETE FROM writes WHERE device = ? AND property = ?"
-_INSERT_HISTORY = (
-    "INSERT INTO history (ts, device, property, kind, value, detail) VALUES (?, ?, ?, ?, ?, ?)"
-)
 _PRUNE_AGE_EVERY = 60.0
 """Seconds between two deletions of history rows past their age."""
 
@@ -86,8 +84,7 @@ class Store:
         self._max_batch = max_batch
         self._max_history_rows = max_history_rows
         self._max_history_age = max_history_age
-        self.history_rows = 0
-        """Rows in the history now."""
+        self._history: HistoryTable | None = None
         self._aged_at = 0.0
         self._db: sqlite3.Connection | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
@@ -125,7 +122,7 @@ class Store:
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute(f"PRAGMA synchronous = {self._synchronous}")
         self._migrate()
-        self.history_rows = self._db.execute("SELECT count(*) FROM history").fetchone()[0]
+        self._history = HistoryTable(self._db)
 
     async def _close_db(self) -> None:
         if self._db is not None:
@@ -138,6 +135,17 @@ class Store:
         a transaction half way (the call runs to its end, and its answer is dropped)."""
         future = asyncio.get_running_loop().run_in_executor(self._thread, call)
         return await asyncio.shield(future)
+
+    @property
+    def history_rows(self) -> int:
+        """Rows in the history now."""
+        return self._history.rows if self._history is not None else 0
+
+    @property
+    def history_table(self) -> HistoryTable:
+        if self._history is None:
+            raise StoreError("the store is not open")
+        return self._history
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -192,19 +200,11 @@ class Store:
         self, device: str, prop: str | None = None, since_ms: int = 0, limit: int = 1000
     ) -> list[HistoryRow]:
         """The latest ``limit`` changes of a device (of one property) since a time, oldest first."""
-        sql = "SELECT ts, device, property, kind, value, detail FROM history"
-        sql += " WHERE device = ? AND ts >= ?"
-        args: tuple[object, ...] = (device, since_ms)
-        if prop is not None:
-            sql += " AND property = ?"
-            args += (prop,)
-        sql += " ORDER BY ts DESC, seq DESC LIMIT ?"
-        args += (limit,)
+        table = self.history_table
         try:
-            rows = await self._run(lambda: self.db.execute(sql, args).fetchall())
+            return await self._run(lambda: table.read(device, prop, since_ms, limit))
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read the history: {exc}") from exc
-        return [HistoryRow(*row) for row in reversed(rows)]
 
     # --- writing ------------------------------------------------------------------------------
 
@@ -262,37 +262,22 @@ class Store:
         except (sqlite3.Error, OSError) as exc:
             log.warning("history not pruned: %s", exc)
             return
-        self.history_rows -= deleted
+        self.history_table.pruned(deleted)
 
     def _prune(self, cutoff_ms: int) -> int:
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
-            # The first row young enough; every row before it (in seq order) goes.
-            first = db.execute(
-                "SELECT seq FROM history WHERE ts >= ? ORDER BY seq LIMIT 1", (cutoff_ms,)
-            ).fetchone()
-            if first is None:
-                deleted = db.execute("DELETE FROM history").rowcount
-            else:
-                deleted = db.execute("DELETE FROM history WHERE seq < ?", first).rowcount
-            excess = self.history_rows - deleted - self._max_history_rows
-            if excess > 0:
-                deleted += db.execute(
-                    "DELETE FROM history WHERE seq <= "
-                    "(SELECT seq FROM history ORDER BY seq LIMIT 1 OFFSET ?)",
-                    (excess - 1,),
-                ).rowcount
+            deleted = self.history_table.prune(cutoff_ms, self._max_history_rows)
             db.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
             raise
-        return int(deleted)
+        return deleted
 
     def _succeed(self, group: list[_Pending], merged: WriteBatch) -> None:
         self.commits += 1
-        self.history_rows += len(merged.history)
         if merged.outbox:
             self.outbox_written.set()
         for _, future in group:
@@ -335,12 +320,12 @@ class Store:
                     db.executemany("DELETE FROM outbox WHERE device = ?", gone)
                     db.executemany("DELETE FROM writes WHERE device = ?", gone)
             if batch.twins:
-                db.executemany(_UPSERT_TWIN, batch.twins.values())
+                write_rows(db, _UPSERT_TWINS, 8, batch.twins.values())
             if batch.outbox:
                 db.executemany(_UPSERT_OUTBOX, batch.outbox.values())
             if batch.outbox_sent:
                 db.executemany(_DELETE_SENT, [r[:3] for r in batch.outbox_sent])
-            self._commit_writes_and_history(batch)
+            appended = self._commit_writes_and_history(batch)
             if batch.states:
                 db.executemany(
                     _UPDATE_STATE,
@@ -351,16 +336,17 @@ class Store:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
             raise
+        if appended is not None:
+            self.history_table.committed(appended, len(batch.history))
 
-    def _commit_writes_and_history(self, batch: WriteBatch) -> None:
+    def _commit_writes_and_history(self, batch: WriteBatch) -> tuple[int, dict[str, int]] | None:
         keep = [row for row in batch.writes.values() if row is not None]
         gone = [key for key, row in batch.writes.items() if row is None]
         if keep:
             self.db.executemany(_UPSERT_WRITE, keep)
         if gone:
             self.db.executemany(_DELETE_WRITE, gone)
-        if batch.history:
-            self.db.executemany(_INSERT_HISTORY, batch.history)
+        return self.history_table.append(batch.history) if batch.history else None
 
     def _upsert_or_delete(
         self, rows: Mapping[str, bytes | tuple[object, ...] | None], upsert: str, table: str
