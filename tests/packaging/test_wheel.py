@@ -16,7 +16,8 @@ from grpc_tools import protoc
 
 from edgetwin.mappers.dmi._api import dmi_v1beta1_api_pb2 as pb
 from tests.dmi.kubeedge_mapper import socket_folder
-from tests.support import NodeProcess, unique
+from tests.metrics import http
+from tests.support import NodeProcess, free_port, unique
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTO = ROOT.parent / "shared" / "kubeedge" / "dmi_v1beta1_api.proto"
@@ -79,13 +80,22 @@ def test_the_wheel_holds_no_test_or_build_file(installed: Path) -> None:
     site = next(installed.glob("lib/python*/site-packages/edgetwin"))
     assert (site / "mappers/dmi/_api/dmi_v1beta1_api_pb2.py").is_file()
     assert (site / "py.typed").is_file()
+    assert (site / "health/static/uPlot.iife.min.js").is_file()
     assert not any(site.rglob("*.go"))
 
 
-async def test_a_node_from_the_wheel_serves_dmi(installed: Path, tmp_path: Path) -> None:
+async def test_a_node_from_the_wheel_serves_dmi_and_its_page(
+    installed: Path, tmp_path: Path
+) -> None:
     with socket_folder() as sockets:
         dmi = sockets / "dmi.sock"
-        env = {"EDGETWIN_DMI__ENABLED": "true", "EDGETWIN_DMI__SOCKET": str(dmi)}
+        health = free_port()
+        env = {
+            "EDGETWIN_DMI__ENABLED": "true",
+            "EDGETWIN_DMI__SOCKET": str(dmi),
+            "EDGETWIN_HEALTH__PAGE": "true",
+            "EDGETWIN_HEALTH__PORT": str(health),
+        }
         program = (str(installed / "bin/edgetwin"),)
         with NodeProcess(tmp_path, node=unique("node"), env=env, program=program):
             async with grpc.aio.insecure_channel(f"unix:{dmi}") as channel:
@@ -96,4 +106,6 @@ async def test_a_node_from_the_wheel_serves_dmi(installed: Path, tmp_path: Path)
                 )
                 info = pb.MapperInfo(name="m", protocol="opcua", address=b"/tmp/none.sock")
                 answer = await register(pb.MapperRegisterRequest(withData=True, mapper=info))
+            for path in ("/", "/static/page.js", "/static/uPlot.iife.min.js"):
+                assert (await http(health, path))[0] == 200, path
         assert list(answer.deviceList) == []

@@ -114,6 +114,7 @@ class Store:
         if self._writer is not None:
             await self.flush()
             await stop_task(self._writer)
+            await self._prune_history()  # and save the history's heads
         await self._close_db()
 
     def _open(self) -> None:

@@ -44,8 +44,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 3: each desired value's write lifecycle, and the history of accepted changes: appended
     # in seq order, each row pointing at its device's row before it (prev); history_heads holds
-    # each device's newest. No index: an index by device made every commit write a page per
-    # device it touched, and cost 12 µs a row against 5 (bench/README.md, "History").
+    # each device's newest as of its row '' (store/_history.py). No index: an index by device
+    # made every commit write a page per device it touched (12 µs a row against 2-5).
     """
     CREATE TABLE writes (
         device TEXT NOT NULL,
