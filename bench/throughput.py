@@ -204,7 +204,8 @@ async def main() -> None:
                     external = port if broker == "external mosquitto" else None
                     row = await run_one(broker, work, devices, history, args, external)
                     rows.append(row)
-    print(table(rows, args))
+                    print(table(rows[-1:], args).splitlines()[-1], flush=True)
+        print(table(rows, args), flush=True)  # before the folder goes, which may fail
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import pytest
 
 from edgetwin.config import TwinSettings
 from edgetwin.twin import Outcome, TwinEngine
+from edgetwin.twin.store import HistoryRow
 from edgetwin.wire import topics
 from edgetwin.wire.messages import now_ms
 from edgetwin.wire.resources import Device, DeviceModel
@@ -55,7 +56,9 @@ def test_a_write_moves_from_set_to_sent_to_written_and_each_move_is_kept() -> No
     assert (write.phase, write.value, write.by) == ("pending", "22", "cluster")
     sent = engine.writes_sent([DEVICE])
     assert _phase(engine) == "sent"
-    assert [(r.kind, r.value) for r in sent.batch.history] == [("write", "sent")]
+    assert [(r.kind, r.value) for r in map(HistoryRow._make, sent.batch.history)] == [
+        ("write", "sent")
+    ]
     notice = orjson.loads(sent.notices[0].payload)
     assert sent.notices[0].topic == f"$hw/events/device/{DEVICE}/twin/write"
     assert notice["property"] == "target"
@@ -64,7 +67,7 @@ def test_a_write_moves_from_set_to_sent_to_written_and_each_move_is_kept() -> No
     outcome = _report(engine, target="22.0")  # the same value, as the device writes it
     assert _phase(engine) == "written"
     assert outcome.batch.writes[DEVICE, "target"].phase == "written"
-    assert [(r.kind, r.value) for r in outcome.batch.history] == [
+    assert [(r.kind, r.value) for r in map(HistoryRow._make, outcome.batch.history)] == [
         ("reported", "22.0"),
         ("write", "written"),
     ]
@@ -205,7 +208,9 @@ def test_a_drift_opens_the_write_again_and_sends_the_value_again() -> None:
     assert engine.writes.drifts == 1
     deltas = [p for p in outcome.publications if p.topic.endswith("/twin/update/delta")]
     assert orjson.loads(deltas[0].payload)["delta"] == {"target": "22"}
-    assert ("write", "drift") in [(r.kind, r.value) for r in outcome.batch.history]
+    assert ("write", "drift") in [
+        (r.kind, r.value) for r in map(HistoryRow._make, outcome.batch.history)
+    ]
 
 
 def test_spec_changes_and_state_are_in_the_history() -> None:
@@ -213,16 +218,18 @@ def test_spec_changes_and_state_are_in_the_history() -> None:
     changed = engine.catalog.apply_device(
         thermostat("d1", desired={"target": "24"}, node="n1"), "cluster"
     )
-    spec = [r for r in changed.batch.history if r.kind == "spec"]
+    spec = [r for r in map(HistoryRow._make, changed.batch.history) if r.kind == "spec"]
     assert [(r.value, r.detail) for r in spec] == [
         ("changed", "by cluster: nodeName, properties[target]")
     ]
     state = _ask(engine, topics.state_update_topic(DEVICE), {"state": "online"})
-    assert [(r.kind, r.value) for r in state.batch.history] == [("state", "online")]
+    assert [(r.kind, r.value) for r in map(HistoryRow._make, state.batch.history)] == [
+        ("state", "online")
+    ]
     again = _ask(engine, topics.state_update_topic(DEVICE), {"state": "online"})
     assert again.batch.history == []
     removed = engine.catalog.remove_device(DEVICE, "cluster")
-    assert [(r.kind, r.value, r.detail) for r in removed.batch.history] == [
+    assert [(r.kind, r.value, r.detail) for r in map(HistoryRow._make, removed.batch.history)] == [
         ("spec", "removed", "by cluster")
     ]
     assert removed.batch.writes == {}

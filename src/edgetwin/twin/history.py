@@ -40,7 +40,7 @@ class History:
         detail: str | None = None,
     ) -> None:
         if self.enabled:
-            batch.history.append(HistoryRow(at, device, prop, kind, value, detail))
+            batch.history.append((at, device, prop, kind, value, detail))
 
 
 def history_event(row: HistoryRow) -> dict[str, object]:

@@ -13,6 +13,7 @@ with ``json_each``.
 from __future__ import annotations
 
 import functools
+import itertools
 import sqlite3
 from collections.abc import Iterable, Sequence
 
@@ -33,4 +34,6 @@ def write_rows(
     listed = list(rows)
     for start in range(0, len(listed), CHUNK):
         chunk = listed[start : start + CHUNK]
-        db.execute(_statement(head, columns, len(chunk)), [v for row in chunk for v in row])
+        db.execute(
+            _statement(head, columns, len(chunk)), list(itertools.chain.from_iterable(chunk))
+        )

@@ -19,7 +19,7 @@ from __future__ import annotations
 import sqlite3
 
 from edgetwin.twin.store._bulk import write_rows
-from edgetwin.twin.store.rows import HistoryRow
+from edgetwin.twin.store.rows import HistoryEntry, HistoryRow
 
 _INSERT = "INSERT INTO history (seq, ts, device, property, kind, value, detail, prev)"
 _SAVE_HEADS = "INSERT OR REPLACE INTO history_heads (device, seq)"
@@ -42,7 +42,7 @@ class HistoryTable:
         self._unsaved: set[str] = set(self.heads)
         self.rows: int = db.execute("SELECT count(*) FROM history").fetchone()[0]
 
-    def append(self, rows: list[HistoryRow]) -> tuple[int, dict[str, int]]:
+    def append(self, rows: list[HistoryEntry]) -> tuple[int, dict[str, int]]:
         """Insert within the caller's transaction; what :meth:`committed` takes once it is."""
         heads: dict[str, int] = {}
         seq = self.last_seq
