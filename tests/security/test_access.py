@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import pytest
 
+from edgetwin.broker import MosquittoBroker
+from edgetwin.config import load_settings
+from edgetwin.node import Node
 from edgetwin.wire import topics
-from tests.security.conftest import Secured
+from tests.metrics import http, samples
+from tests.security.conftest import Secured, auth_settings
+from tests.support import Paho, unique, until
 
 
 @pytest.mark.parametrize(
@@ -24,6 +32,9 @@ async def test_wrong_or_missing_credentials_are_refused(
             pass
     if secured.gate is not None:
         assert secured.gate.refused[reason] == 1
+    broker = secured.node.broker
+    if isinstance(broker, MosquittoBroker):  # its log says only "not authorised"
+        await until(lambda: broker.refused["not_authorised"] == 1, "mosquitto's log line read")
 
 
 async def test_a_device_cannot_touch_another_devices_twin(secured: Secured) -> None:
@@ -103,3 +114,34 @@ async def test_a_mapper_serves_only_its_protocols_devices(secured: Secured) -> N
     assert "actual" not in twin_b["twin"]["current"]
     if secured.gate is not None:
         assert secured.gate.denied == {"publish": 1, "subscribe": 1}
+
+
+async def test_mosquitto_s_refusals_are_counted_and_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The node's own mosquitto refuses a wrong password, an unknown user and an anonymous
+    client; its log says "not authorised" for each, which the node counts and logs once."""
+    a, b = unique("a"), unique("b")
+    settings = load_settings(
+        node={"name": unique("node"), "data_dir": str(tmp_path)},
+        store={"synchronous": "NORMAL"},
+        broker={"port": 0, "engine": "mosquitto", "auth": auth_settings(tmp_path, a, b)},
+        health={"port": 0},
+    )
+    caplog.set_level(logging.WARNING, "edgetwin.broker")
+    async with Node(settings) as node:
+        broker = node.broker
+        assert isinstance(broker, MosquittoBroker)
+        for user, password in (("dev-a", "wrong"), ("nobody", "x"), (None, None)):
+            with pytest.raises(ConnectionRefusedError):
+                async with Paho(node.broker_port, username=user, password=password):
+                    pass
+        await until(lambda: broker.refused["not_authorised"] == 3, "three refusals read")
+        assert node.health_port is not None
+        _, body = await http(node.health_port, "/metrics")
+    refused = ("edgetwin_broker_connections_refused_total", (("reason", "not_authorised"),))
+    assert samples(body)[refused] == 3.0
+    said = [r.getMessage() for r in caplog.records if "not authorised" in r.getMessage()]
+    assert said == [
+        "mosquitto refused a connection: not authorised (a wrong password, an unknown user or none)"
+    ]

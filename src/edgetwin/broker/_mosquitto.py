@@ -29,6 +29,7 @@ import secrets
 import shutil
 import signal
 import socket
+from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Self
@@ -114,6 +115,8 @@ class MosquittoBroker:
         self._child_setup = _die_with_parent()
         self.restarts = 0
         """Times mosquitto died and was started again."""
+        self.refused: Counter[str] = Counter()
+        """Connections mosquitto refused, by what its log says (``not_authorised``)."""
         self.restarted = asyncio.Event()
         """Set once mosquitto has been started again after it died (cleared when it dies)."""
 
@@ -316,7 +319,17 @@ class MosquittoBroker:
             backoff.reset()
 
     def _forward(self, line: str) -> None:
-        if "Error" in line or "Warning" in line:
+        if line.endswith(_NOT_AUTHORISED):
+            # mosquitto 2.0 says the same for a wrong password, an unknown user and no
+            # credentials, at every log type: which of them it was is not to be had here.
+            self.refused["not_authorised"] += 1
+            self._lines.write(
+                "mosquitto",
+                "not_authorised",
+                "mosquitto refused a connection: not authorised (a wrong password, an unknown "
+                "user or none)",
+            )
+        elif "Error" in line or "Warning" in line:
             self._lines.write("mosquitto", line[:40], "mosquitto: %s", printable(line))
         else:
             log.debug("mosquitto: %s", printable(line))
@@ -339,6 +352,10 @@ class MosquittoBroker:
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
+
+
+_NOT_AUTHORISED = "disconnected, not authorised."
+"""How mosquitto's log ends the line of a connection it refused for its credentials."""
 
 
 def _write_private(path: Path, text: str) -> None:

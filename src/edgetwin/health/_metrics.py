@@ -88,6 +88,13 @@ class _NodeCollector(Collector):
                 "Times the embedded mosquitto died and was started again.",
                 value=broker.restarts,
             )
+            yield _counted(
+                "edgetwin_broker_connections_refused",
+                "Connections refused, by reason (mosquitto: not_authorised, whatever the "
+                "credentials' fault).",
+                ["reason"],
+                broker.refused,
+            )
         elif broker is not None:
             yield from self._broker(broker)
         if self._node.cloud is not None:
