@@ -182,8 +182,8 @@ class HistorySettings(_Section):
     max_rows: int = Field(
         1_000_000,
         ge=1000,
-        description="Most changes kept for the whole node (about 80 MB on disk: 79 bytes a change with 30-character device and property names); the oldest "
-        "go first.",
+        description="Most changes kept for the whole node (about 80 MB on disk: 79 bytes a "
+        "change, measured); the oldest go first.",
     )
     max_age: float = Field(
         7 * 86400.0, gt=0, description="Seconds a change is kept (default: a week)."
