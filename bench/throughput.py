@@ -68,8 +68,7 @@ def cpu_seconds(pid: int) -> float:
 
 async def loadgen(port: int, mode: str, **flags: object) -> dict[str, Any]:
     args = [str(LOADGEN), "-broker", f"127.0.0.1:{port}", "-mode", mode]
-    for name, value in flags.items():
-        args += [f"-{name}", str(value)]
+    args += [f"-{name}={value}" for name, value in flags.items()]  # -flag=v: bools too
     proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE)
     out, _ = await proc.communicate()
     if proc.returncode != 0:

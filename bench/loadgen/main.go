@@ -10,7 +10,9 @@
 //
 // At most -window publications are unanswered at a time. With -rate the
 // publications are paced (open loop, latency measured from the planned send
-// time, so a stalled answer path shows). It prints one JSON object.
+// time, so a stalled answer path shows). With -flood none is awaited: the
+// publications go out at -rate whatever comes back, as from a device that
+// floods. It prints one JSON object.
 package main
 
 import (
@@ -37,6 +39,7 @@ type options struct {
 	username string
 	password string
 	prefix   string
+	flood    bool
 }
 
 type report struct {
@@ -127,7 +130,9 @@ func pass(o options, pubs []*client, current *atomic.Pointer[run], base, count i
 				time.Sleep(wait)
 			}
 		}
-		r.slots <- struct{}{}
+		if !o.flood {
+			r.slots <- struct{}{}
+		}
 		stamp := time.Now()
 		if rate > 0 {
 			stamp = planned
@@ -135,6 +140,9 @@ func pass(o options, pubs []*client, current *atomic.Pointer[run], base, count i
 		atomic.StoreInt64(&r.sentAt[i], stamp.UnixNano())
 		topic, body := r.message(base + i)
 		pubs[i%len(pubs)].publish(topic, body)
+	}
+	if o.flood {
+		return r, time.Since(started), nil
 	}
 	select {
 	case <-r.done:
@@ -165,6 +173,7 @@ func main() {
 	flag.IntVar(&o.clients, "clients", 2, "publishing connections")
 	flag.StringVar(&o.username, "username", "", "")
 	flag.StringVar(&o.password, "password", "", "")
+	flag.BoolVar(&o.flood, "flood", false, "await no answers: publish at -rate regardless")
 	flag.Parse()
 	if err := main1(o); err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)

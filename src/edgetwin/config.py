@@ -148,8 +148,9 @@ class TwinSettings(_Section):
         1000.0,
         gt=0,
         description="Most twin/update and state/update requests one device may make a second "
-        "(two seconds' worth may come at once); the rest are answered 429, so that one "
-        "flooding device cannot starve the others (bench/flood.py).",
+        "(two seconds' worth may come at once); over it, one a second is answered 429 and "
+        "the rest are dropped unread, so that one flooding device cannot starve the others "
+        "(bench/flood.py).",
     )
     write_timeout: float = Field(
         30.0,

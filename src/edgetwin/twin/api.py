@@ -19,7 +19,7 @@ from edgetwin.rates import RateLimits
 from edgetwin.twin.catalog import Catalog
 from edgetwin.twin.history import Kind
 from edgetwin.twin.manifests import parse_document
-from edgetwin.twin.outcome import HistoryQuery, Outcome, Publication, delta_publication
+from edgetwin.twin.outcome import NOTHING, HistoryQuery, Outcome, Publication, delta_publication
 from edgetwin.twin.state import DeviceTwin, PropertyTwin
 from edgetwin.twin.values import InvalidValueError, Parsed
 from edgetwin.twin.writes import write_status
@@ -84,6 +84,8 @@ class TwinApi:
         """The log of refused requests: one line per device and reason every 10 s at most."""
         rate = settings.max_updates_per_device_per_second
         self._budgets = RateLimits(rate, rate * 2)
+        self._told = RateLimits(1.0, 1.0)
+        """When a device over its budget is next answered 429: once a second."""
         kinds = topics.RequestKind
         self._handlers: dict[topics.RequestKind, Callable[[topics.Request, bytes], Outcome]] = {
             kinds.TWIN_UPDATE: self._twin_update,
@@ -97,10 +99,10 @@ class TwinApi:
 
     def handle(self, request: topics.Request, payload: bytes) -> Outcome:
         """Answer one request; never raises for bad input."""
+        if request.kind in _BUDGETED and not self._budgets.allow(request.device):
+            return self._over_budget(request, payload)
         try:
             self._check_size(payload)
-            if request.kind in _BUDGETED:
-                self._check_budget(request.device, payload)
             outcome = self._handlers[request.kind](request, payload)
             self.accepted[request.kind.value] += 1
             return outcome  # noqa: TRY300 - the counting belongs with the answer
@@ -140,17 +142,22 @@ class TwinApi:
                 f"payload of {len(payload)} bytes is over the limit of {limit}", Code.TOO_LARGE
             )
 
-    def _check_budget(self, device: str, payload: bytes) -> None:
-        """One more write of ``device`` within its rate; over it, the answer echoes the
-        request's event_id and nothing else of it is read, so that a flood costs little."""
-        if not self._budgets.allow(device):
-            rate = self._budgets.rate
-            raise BadRequestError(
-                f"device {device} is over {rate:g} updates/s "
-                "(twin.max_updates_per_device_per_second)",
-                Code.TOO_MANY_REQUESTS,
-                event_id_of(payload),
-            )
+    def _over_budget(self, request: topics.Request, payload: bytes) -> Outcome:
+        """A request over its device's budget: counted; answered 429 (with its event_id) once
+        a second per device, and otherwise dropped unread, so that a flood costs the twin a
+        topic parse and a token bucket a message, and twice the traffic in answers none."""
+        self.rejected[Code.TOO_MANY_REQUESTS] += 1
+        if request.kind is topics.RequestKind.WRITE_RESULT or not self._told.allow(request.device):
+            return NOTHING
+        rate = self._budgets.rate
+        reason = (
+            f"device {request.device} is over {rate:g} updates/s "
+            "(twin.max_updates_per_device_per_second); more are dropped unanswered this second"
+        )
+        sender = request.device if request.device in self.catalog.devices else "unknown device"
+        self.rejections.write(sender, "429", "rejected %s: %s", request.topic, reason)
+        result = error_result(event_id_of(payload), Code.TOO_MANY_REQUESTS, reason)
+        return Outcome(publications=[self.reply(request.result_topic, result)])
 
     def _twin(self, request: topics.Request, event_id: str) -> DeviceTwin:
         twin = self.catalog.devices.get(request.device)

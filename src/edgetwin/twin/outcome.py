@@ -63,3 +63,8 @@ def delta_publication(twin: DeviceTwin, event_id: str, delta: dict[str, str]) ->
     """The desired values a device has yet to reach, with its whole twin document."""
     payload = delta_message(event_id, twin.twin_document(), delta)
     return Publication(topics.delta_topic(twin.id), payload)
+
+
+NOTHING = Outcome()
+"""The outcome of a request dropped unanswered (one over its device's budget): nothing to
+store or send, shared by all of them so that a flood allocates nothing; never extended."""

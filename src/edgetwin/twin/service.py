@@ -33,7 +33,7 @@ from edgetwin.mqtt import Session
 from edgetwin.tasks import start_guarded, stop_task
 from edgetwin.twin.engine import TwinEngine
 from edgetwin.twin.history import history_event
-from edgetwin.twin.outcome import HistoryQuery, Outcome, Publication
+from edgetwin.twin.outcome import NOTHING, HistoryQuery, Outcome, Publication
 from edgetwin.twin.store import Store, WriteBatch
 from edgetwin.wire import topics
 from edgetwin.wire.messages import now_ms
@@ -147,7 +147,9 @@ class TwinService:
         for topic, payload in batch:
             request = topics.parse_request_topic(topic)
             if request is not None:
-                outcomes.append(self.engine.api.handle(request, payload))
+                outcome = self.engine.api.handle(request, payload)
+                if outcome is not NOTHING:
+                    outcomes.append(outcome)
         if outcomes:
             self._enqueue(outcomes, received)
 
