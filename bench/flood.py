@@ -1,7 +1,8 @@
 """One device floods the node: are the other devices' updates still served, and how fast?
 
-A node process (``edgetwin run`` on its own mosquitto, the default broker, which has no
-per-client rate limit) with 1,000 devices and one more, the flooder. The Go load
+A node process (``edgetwin run`` on its own mosquitto, the default broker, with
+``broker.max_messages_per_second`` at ``--broker-rate``: the default, or 1,000,000 to see
+the twin's own budget alone) with 1,000 devices and one more, the flooder. The Go load
 generator (``bench/loadgen``) sends the others' twin/updates at a steady rate, paced
 (open loop: latency from the planned send time), first alone, then while a second
 generator floods: the flooder's twin/updates at ``--flood-rate``, none of them awaited
@@ -9,7 +10,8 @@ generator floods: the flooder's twin/updates at ``--flood-rate``, none of them a
 them were answered a second, the rate the flooder sent at, and the CPU of the node and
 of its mosquitto.
 
-Run: ``.venv/bin/python -m bench.flood [--flood-rate 20000] [--rate 1000] [--messages 20000]``
+Run: ``.venv/bin/python -m bench.flood [--flood-rate 20000] [--rate 1000] [--messages 20000]
+[--broker-rate N]``
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from tests.support import NodeProcess, thermostat, write_manifests
 
 from bench.throughput import build_go_tools, cpu_seconds, loadgen, node_config, wait_for_specs
+from edgetwin.config import DEFAULTS
 
 
 async def main() -> None:
@@ -30,13 +33,15 @@ async def main() -> None:
     parser.add_argument("--rate", type=int, default=1000, help="the others' updates/s")
     parser.add_argument("--messages", type=int, default=20_000, help="the others' updates")
     parser.add_argument("--flood-rate", type=int, default=20_000)
+    default_rate = DEFAULTS.broker.max_messages_per_second
+    parser.add_argument("--broker-rate", type=float, default=default_rate)
     args = parser.parse_args()
     build_go_tools()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         devices = [thermostat(f"d{i}") for i in range(args.devices)] + [thermostat("f0")]
         manifests = write_manifests(work / "manifests", devices)
-        config = node_config(work, "embedded mosquitto", "on")
+        config = node_config(work, "embedded mosquitto", "on", args.broker_rate)
         node = NodeProcess(
             work / "data", node="flood", manifests=manifests, extra=("--config", str(config))
         )
@@ -70,7 +75,7 @@ async def main() -> None:
             flooded = await flood
     print(
         f"{args.devices:,} devices at {args.rate:,} updates/s; one device at "
-        f"{args.flood_rate:,}/s asked\n"
+        f"{args.flood_rate:,}/s asked; broker.max_messages_per_second {args.broker_rate:g}\n"
     )
     print(
         "| run | others answered/s | others p50 ms | others p99 ms | node CPU (cores) "

@@ -101,11 +101,16 @@ class Row:
 ENGINES = {"embedded mosquitto": "mosquitto", "embedded amqtt": "amqtt"}
 
 
-def node_config(work: Path, broker: str, history: str) -> Path:
-    """The embedded broker's engine; amqtt's per-client rate limit raised (the generator is
-    a few very fast clients); the history on or off."""
+def node_config(
+    work: Path, broker: str, history: str, messages_per_second: float = 1_000_000
+) -> Path:
+    """The embedded broker's engine; its per-client rate limit raised (the generator is a
+    few very fast clients); the history on or off."""
     config = work / f"config-{broker.replace(' ', '-')}-{history}.yaml"
-    settings = {"max_messages_per_second": 1_000_000, "engine": ENGINES.get(broker, "auto")}
+    settings = {
+        "max_messages_per_second": messages_per_second,
+        "engine": ENGINES.get(broker, "auto"),
+    }
     config.write_text(
         yaml.safe_dump(
             {

@@ -89,7 +89,7 @@ class BrokerSettings(_Section):
         "auto",
         description="The embedded broker: mosquitto as a child process the node configures "
         "and restarts, or amqtt in the node's process; auto takes mosquitto if its binary "
-        "is found.",
+        "is found and edgetwin was installed with its plugin for it.",
     )
     mosquitto: Path | None = Field(
         None, description="The mosquitto binary (default: on PATH, or /usr/sbin/mosquitto)."
@@ -110,7 +110,8 @@ class BrokerSettings(_Section):
     max_messages_per_second: float = Field(
         1000.0,
         gt=0,
-        description="Most publications per second one client may send (burst: 2 s); "
+        description="Most publications per second one client may send (burst: 2 s); over "
+        "it they are dropped, the first each second answered 429 if a twin request; "
         "logged-in admins and mappers are not limited.",
     )
     max_packet_bytes: int = Field(

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
 from edgetwin.auth import DeviceEntry, Identity, Role
-from edgetwin.broker import MosquittoBroker, find_mosquitto
+from edgetwin.broker import MosquittoBroker, find_mosquitto, find_plugin
 from edgetwin.config import Settings
 from edgetwin.errors import BrokerStartError, ManifestError
 from edgetwin.mappers import Mapper, MapperRuntime, load_mapper
@@ -33,6 +33,11 @@ if TYPE_CHECKING:
     from edgetwin.mappers.dmi import DmiServer
 
 log = logging.getLogger(__name__)
+
+_NO_PLUGIN = (
+    "edgetwin was installed without its mosquitto plugin (building it needs the Debian "
+    "packages mosquitto-dev, libmosquitto-dev, libssl-dev and gcc)"
+)
 
 
 class Node:
@@ -142,14 +147,20 @@ class Node:
         if not settings.embedded:
             return self._mqtt_connection
         binary = find_mosquitto(settings.mosquitto) if settings.engine != "amqtt" else None
-        if binary is None and settings.engine == "mosquitto":
-            raise BrokerStartError("broker.engine is mosquitto, but no mosquitto binary is found")
-        if binary is not None:
+        plugin = find_plugin()
+        if settings.engine == "mosquitto" and (binary is None or plugin is None):
+            raise BrokerStartError(
+                "broker.engine is mosquitto, but "
+                + ("no mosquitto binary is found" if binary is None else _NO_PLUGIN)
+            )
+        if binary is not None and plugin is None:
+            log.warning("mosquitto is here, but %s: the embedded broker is amqtt", _NO_PLUGIN)
+        if binary is not None and plugin is not None:
             folder = self.settings.node.data_dir / "mosquitto"
-            mosquitto = MosquittoBroker(binary, settings, folder, self._device_entries)
+            mosquitto = MosquittoBroker(binary, plugin, settings, folder, self._device_entries)
             twin = Identity(f"edgetwin-node-twin-{self.settings.node.name}", Role.ADMIN)
             for identity in (twin, *map(_mapper_identity, self.settings.mappers)):
-                mosquitto.internal_user(identity)  # in its password file from the start
+                mosquitto.internal_user(identity)  # in its rules from the start
             self.broker = await stack.enter_async_context(mosquitto)
             self.broker_port = mosquitto.port
             self.engine.membership_listeners.append(mosquitto.devices_changed)

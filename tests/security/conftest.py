@@ -1,6 +1,6 @@
 """A node behind a broker that asks who you are: each embedded broker (amqtt in the node's
-process; mosquitto as the node's child, with the password file and acl_file the node writes
-itself), or an external mosquitto with the files a person writes with edgetwin
+process; mosquitto as the node's child, with edgetwin's plugin and the rules the node
+writes for it), or an external mosquitto with the files a person writes with edgetwin
 (``edgetwin passwd``, ``edgetwin acl --mosquitto``).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,8 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from edgetwin.auth import Gate, PasswordFile, mosquitto_acl
-from edgetwin.broker import EmbeddedBroker
+from edgetwin.auth import PasswordFile, Tally, mosquitto_acl
 from edgetwin.config import AuthSettings, load_settings
 from edgetwin.node import Node
 from tests.support import (
@@ -29,6 +28,7 @@ from tests.support import (
     thermostat,
     thermostat_model,
     unique,
+    until,
 )
 
 PASSWORDS = {
@@ -44,12 +44,21 @@ PASSWORDS = {
 class Secured:
     """The node, its broker's port, two devices (a: modbus, b: mqtt) and each user's client."""
 
+    engine: str
+    """amqtt, mosquitto (the node's), or external mosquitto."""
     node: Node
     port: int
     a: str
     b: str
-    gate: Gate | None
-    """The embedded amqtt's gate (its counters); None on mosquitto."""
+    tally: Tally | None
+    """What the node's broker refused and denied; None on an external mosquitto."""
+
+    async def counted(self, what: str, condition: Callable[[Tally], bool]) -> None:
+        """Until the node's broker has counted what ``condition`` says (the node's mosquitto
+        tells it on its log, read a moment later); at once on an external one."""
+        tally = self.tally
+        if tally is not None:
+            await until(lambda: condition(tally), what)
 
     def client(
         self,
@@ -106,8 +115,9 @@ async def secured(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
             )
             node = await stack.enter_async_context(Node(settings))
             await apply_devices(node, a, b)
-            gate = node.broker.gate if isinstance(node.broker, EmbeddedBroker) else None
-            yield Secured(node, node.broker_port, f"default/{a}", f"default/{b}", gate)
+            assert node.broker is not None
+            devices = f"default/{a}", f"default/{b}"
+            yield Secured(request.param, node, node.broker_port, *devices, node.broker.tally)
             return
         broker, node, config = await stack.enter_async_context(
             node_on_mosquitto(tmp_path, auth, node_name)
@@ -124,7 +134,7 @@ async def secured(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         assert written.returncode == 0, written.stderr
         assert f"topic readwrite $hw/events/device/default/{a}/#" in (tmp_path / "acl").read_text()
         await asyncio.to_thread(broker.reload)
-        yield Secured(node, broker.port, f"default/{a}", f"default/{b}", None)
+        yield Secured(request.param, node, broker.port, f"default/{a}", f"default/{b}", None)
 
 
 @contextlib.asynccontextmanager

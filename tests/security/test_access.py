@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from edgetwin.broker import MosquittoBroker
 from edgetwin.config import load_settings
 from edgetwin.node import Node
 from edgetwin.wire import topics
@@ -30,11 +29,7 @@ async def test_wrong_or_missing_credentials_are_refused(
     with pytest.raises(ConnectionRefusedError, match=r"[Nn]ot authori[sz]ed|[Bb]ad user"):
         async with secured.client(user, password):
             pass
-    if secured.gate is not None:
-        assert secured.gate.refused[reason] == 1
-    broker = secured.node.broker
-    if isinstance(broker, MosquittoBroker):  # its log says only "not authorised"
-        await until(lambda: broker.refused["not_authorised"] == 1, "mosquitto's log line read")
+    await secured.counted(reason, lambda tally: tally.refused == {reason: 1})
 
 
 async def test_a_device_cannot_touch_another_devices_twin(secured: Secured) -> None:
@@ -43,8 +38,8 @@ async def test_a_device_cannot_touch_another_devices_twin(secured: Secured) -> N
         granted = await device_a.subscribe(
             f"{topics.twin_get_topic(a)}/result", f"{topics.twin_update_topic(b)}/result"
         )
-        # amqtt refuses the subscription; mosquitto grants it and delivers nothing on it.
-        assert granted == [True, secured.gate is None]
+        # Refused; a mosquitto of one's own (acl_file) grants it and delivers nothing on it.
+        assert granted == [True, secured.tally is None]
         forged = {"event_id": "forged", "twin": {"label": {"actual": {"value": "pwned"}}}}
         device_a.publish(topics.twin_update_topic(b), forged)
         device_a.publish(topics.state_update_topic(b), {"state": "offline"})
@@ -67,8 +62,7 @@ async def test_a_device_cannot_touch_another_devices_twin(secured: Secured) -> N
         twin_b = await admin.request(topics.twin_get_topic(b), {"event_id": "check"})
     assert "actual" not in twin_b["twin"]["label"]
     assert twin_b["state"] == "unknown"
-    if secured.gate is not None:
-        assert secured.gate.denied == {"publish": 2, "subscribe": 1}
+    await secured.counted("denials", lambda tally: tally.denied == {"publish": 2, "subscribe": 1})
 
 
 async def test_a_device_may_update_its_own_twin(secured: Secured) -> None:
@@ -90,7 +84,7 @@ async def test_a_mapper_serves_only_its_protocols_devices(secured: Secured) -> N
             f"{topics.twin_update_topic(a)}/result",
             topics.spec_filter("mqtt"),
         )
-        assert granted == [True, True, True, secured.gate is None]
+        assert granted == [True, True, True, secured.tally is None]
         spec = await mapper.next(topics.spec_topic("modbus", a))
         assert (spec["id"], spec["protocol"]) == (a, "modbus")
 
@@ -112,36 +106,51 @@ async def test_a_mapper_serves_only_its_protocols_devices(secured: Secured) -> N
         await admin.subscribe(f"{topics.twin_get_topic(b)}/result")
         twin_b = await admin.request(topics.twin_get_topic(b), {"event_id": "check"})
     assert "actual" not in twin_b["twin"]["current"]
-    if secured.gate is not None:
-        assert secured.gate.denied == {"publish": 1, "subscribe": 1}
+    await secured.counted("denials", lambda tally: tally.denied == {"publish": 1, "subscribe": 1})
 
 
-async def test_mosquitto_s_refusals_are_counted_and_logged_once(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("engine", ["amqtt", "mosquitto"])
+async def test_refusals_and_denials_are_counted_and_logged_once_per_reason(
+    engine: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The node's own mosquitto refuses a wrong password, an unknown user and an anonymous
-    client; its log says "not authorised" for each, which the node counts and logs once."""
+    """Each kind twice, on each embedded broker: the same counters in /metrics and the same
+    log lines, one per reason (a refusal) or per client and reason (a denial)."""
     a, b = unique("a"), unique("b")
     settings = load_settings(
         node={"name": unique("node"), "data_dir": str(tmp_path)},
         store={"synchronous": "NORMAL"},
-        broker={"port": 0, "engine": "mosquitto", "auth": auth_settings(tmp_path, a, b)},
+        broker={"port": 0, "engine": engine, "auth": auth_settings(tmp_path, a, b)},
         health={"port": 0},
     )
-    caplog.set_level(logging.WARNING, "edgetwin.broker")
+    caplog.set_level(logging.WARNING, "edgetwin")
     async with Node(settings) as node:
-        broker = node.broker
-        assert isinstance(broker, MosquittoBroker)
-        for user, password in (("dev-a", "wrong"), ("nobody", "x"), (None, None)):
+        assert node.broker is not None
+        tally = node.broker.tally
+        tries = 2 * [("dev-a", "wrong"), ("nobody", "x"), (None, None)]
+        for n, (user, password) in enumerate(tries):
             with pytest.raises(ConnectionRefusedError):
-                async with Paho(node.broker_port, username=user, password=password):
+                async with Paho(node.broker_port, f"c{n}", username=user, password=password):
                     pass
-        await until(lambda: broker.refused["not_authorised"] == 3, "three refusals read")
+        async with Paho(node.broker_port, "c9", username="dev-a", password="a-secret") as dev:
+            assert await dev.subscribe("$hw/events/device/default/x/#") == [False]
+            dev.publish("$hw/events/device/default/x/twin/update", {"event_id": "x"})
+            dev.publish("$hw/events/device/default/x/twin/update", {"event_id": "y"})
+            assert await dev.subscribe("$hw/events/device/default/y/#") == [False]
+        await until(lambda: tally.denied == {"publish": 2, "subscribe": 2}, "denials counted")
         assert node.health_port is not None
         _, body = await http(node.health_port, "/metrics")
-    refused = ("edgetwin_broker_connections_refused_total", (("reason", "not_authorised"),))
-    assert samples(body)[refused] == 3.0
-    said = [r.getMessage() for r in caplog.records if "not authorised" in r.getMessage()]
+    counted = samples(body)
+    for reason, count in (("bad_credentials", 4), ("no_credentials", 2)):
+        assert counted["edgetwin_broker_connections_refused_total", (("reason", reason),)] == count
+    for action in ("publish", "subscribe"):
+        assert counted["edgetwin_broker_denied_total", (("action", action),)] == 2
+    said = sorted(r.getMessage() for r in caplog.records if "refused" in r.getMessage())
     assert said == [
-        "mosquitto refused a connection: not authorised (a wrong password, an unknown user or none)"
+        "refused connection of c0: wrong user name or password (dev-a)",
+        "refused connection of c2: no user name",
+    ]
+    denied = [r.getMessage() for r in caplog.records if r.getMessage().startswith("denied")]
+    assert sorted(denied) == [
+        f"denied publish $hw/events/device/default/x/twin/update to dev-a (device {a})",
+        f"denied subscribe $hw/events/device/default/x/# to dev-a (device {a})",
     ]

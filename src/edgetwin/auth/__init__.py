@@ -1,7 +1,9 @@
 """Who may use the broker: password files (mosquitto's format), roles and topic rules, the gate.
 
-Plain code with no broker in it: the embedded broker calls the :class:`Gate`,
-and ``edgetwin acl --mosquitto`` writes the same rules for mosquitto.
+Plain code with no broker in it: the embedded broker calls the :class:`Gate`, the
+node's mosquitto has the same rules through edgetwin's plugin, both count what they
+refuse in a :class:`Tally`, and ``edgetwin acl --mosquitto`` writes the same rules for
+a mosquitto of one's own.
 """
 
 from edgetwin.auth._access import (
@@ -12,10 +14,13 @@ from edgetwin.auth._access import (
     Role,
     mosquitto_acl,
 )
-from edgetwin.auth._gate import Gate
+from edgetwin.auth._gate import BURST_SECONDS, Gate
 from edgetwin.auth._passwords import PasswordFile, check_password, hash_password
+from edgetwin.auth._tally import REFUSALS, Tally
 
 __all__ = [
+    "BURST_SECONDS",
+    "REFUSALS",
     "AccessPolicy",
     "Action",
     "DeviceEntry",
@@ -23,6 +28,7 @@ __all__ = [
     "Identity",
     "PasswordFile",
     "Role",
+    "Tally",
     "check_password",
     "hash_password",
     "mosquitto_acl",

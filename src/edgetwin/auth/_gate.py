@@ -2,27 +2,21 @@
 
 Kept apart from amqtt so the rules are plain code; the broker calls
 :meth:`Gate.authenticate` on CONNECT, :meth:`Gate.allows` on every publish,
-subscribe and delivery, and :meth:`Gate.admit` on every publication. Refusals
-and denials are counted for the metrics and logged, so that a flood cannot
-flood the log: a denial or a rate limit once per client and reason every
-:data:`~edgetwin.logs.LOG_EVERY` seconds at most, a refused connection once per reason.
+subscribe and delivery, and :meth:`Gate.admit` on every publication. Refusals,
+denials and drops go to its :class:`~edgetwin.auth.Tally`.
 """
 
 from __future__ import annotations
 
-import logging
 import secrets
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 from edgetwin.auth._access import ANONYMOUS_ADMIN, AccessPolicy, Action, Identity, Role
 from edgetwin.auth._passwords import PasswordFile
+from edgetwin.auth._tally import Tally
 from edgetwin.config import DEFAULTS, AuthSettings
-from edgetwin.logs import ThrottledLog
 from edgetwin.rates import RateLimits
-
-log = logging.getLogger(__name__)
 
 BURST_SECONDS = 2.0
 
@@ -46,15 +40,8 @@ class Gate:
         self._policy = AccessPolicy(auth, protocol_of)
         self._internal: dict[str, tuple[str, Identity]] = {}
         self._rates = RateLimits(max_messages_per_second, max_messages_per_second * BURST_SECONDS)
-        self.log = ThrottledLog(log)
-        self.refused: Counter[str] = Counter()
-        """Refused connections, by reason."""
-        self.denied: Counter[str] = Counter()
-        """Denied publications and subscriptions, by action."""
-        self.rate_limited = 0
-        """Publications dropped for going over a client's rate."""
-        self.too_large = 0
-        """Connections closed for announcing a packet over the size limit."""
+        self._told = RateLimits(1.0, 1.0)
+        self.tally = Tally()
 
     def internal_user(self, identity: Identity) -> tuple[str, str]:
         """Credentials, known only to this process, for a client of ours (a mapper of the node)."""
@@ -75,31 +62,29 @@ class Gate:
         if cert_user:
             return self._policy.identity(cert_user)
         if not user:
-            self.refuse(client, "no_credentials", "no user name")
+            self.tally.refuse(client, "no_credentials")
             return None
         internal = self._internal.get(user)
         if internal is not None and secrets.compare_digest(internal[0], password or ""):
             return internal[1]
         if password is None or not self._passwords.check(user, password):
-            self.refuse(client, "bad_credentials", f"wrong user name or password ({user})")
+            self.tally.refuse(client, "bad_credentials", user)
             return None
         return self._policy.identity(user)
-
-    def refuse(self, client: str, reason: str, why: str) -> None:
-        """Count and log a refused connection (``client``: its id, or its address).
-
-        Logged once per reason every :data:`~edgetwin.logs.LOG_EVERY` seconds: a client that
-        has not authenticated can change its id or port at every attempt.
-        """
-        self.refused[reason] += 1
-        self.log.write("", reason, "refused connection of %s: %s", client, why)
 
     def allows(self, who: Identity, action: Action, topic: str, client: str) -> bool:
         if who.role is Role.ADMIN or self._policy.allows(who, action, topic):
             return True
         if action is not Action.RECEIVE:  # a receive is filtered, not denied: wildcards are fine
-            self.denied[action.value] += 1
-            self.log.write(client, action.value, "denied %s %s to %s", action.value, topic, who)
+            self.tally.deny(client, action, topic, who)
+        return False
+
+    def will_allowed(self, who: Identity, topic: str, client: str) -> bool:
+        """Whether a Will may go to ``topic``: as a live publication, counted as a refused
+        Will if not (mosquitto's plugin can check a Will only when it goes out)."""
+        if who.role is Role.ADMIN or self._policy.allows(who, Action.PUBLISH, topic):
+            return True
+        self.tally.refuse(client, "will_denied", topic)
         return False
 
     def admit(self, who: Identity | None, client: str) -> bool:
@@ -114,13 +99,10 @@ class Gate:
             return True
         if self._rates.allow(client):
             return True
-        self.rate_limited += 1
-        rate = self._rates.rate
-        self.log.write(client, "rate", "%s is over %g messages/s; dropped", client, rate)
+        self.tally.limit(client, self._rates.rate)
         return False
 
-    def packet_too_large(self, peer: str, size: int, limit: int) -> None:
-        self.too_large += 1
-        self.log.write(
-            "", "size", "closed %s: a %d-byte packet is over %d bytes", peer, size, limit
-        )
+    def tell(self, client: str) -> bool:
+        """Whether a publication :meth:`admit` dropped is answered 429: the first one a
+        second of each client (answering each would double a flood), as mosquitto's plugin."""
+        return self._told.allow(client)

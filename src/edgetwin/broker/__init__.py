@@ -8,7 +8,7 @@ a node on mosquitto does not pay for it in memory.
 from typing import TYPE_CHECKING
 
 from edgetwin.broker._local import LocalConnection
-from edgetwin.broker._mosquitto import MosquittoBroker, find_mosquitto
+from edgetwin.broker._mosquitto import MosquittoBroker, find_mosquitto, find_plugin
 
 if TYPE_CHECKING:
     from edgetwin.broker._embedded import EmbeddedBroker
@@ -22,4 +22,4 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["EmbeddedBroker", "LocalConnection", "MosquittoBroker", "find_mosquitto"]
+__all__ = ["EmbeddedBroker", "LocalConnection", "MosquittoBroker", "find_mosquitto", "find_plugin"]

@@ -19,8 +19,8 @@ that reset its connection left its socket open.
 amqtt trusts a client id and a Will more than mosquitto does: it resumes the
 session saved under an id whoever connects with it, and publishes a Will past
 the ACL. Here a session belongs to the user that created it, a refused
-CONNECT touches no saved session, and a Will meets the ACL (and the rate
-limit) at CONNECT and again when it goes out.
+CONNECT touches no saved session, and a Will meets the ACL at CONNECT and again
+when it goes out.
 
 amqtt also breaks MQTT 3.1.1's promises to a client that comes back, kept
 here (:class:`_Handler`): a QoS 1/2 message the client had not acknowledged
@@ -55,7 +55,7 @@ from amqtt.session import OUTGOING
 from amqtt.utils import gen_client_id
 
 from edgetwin.auth import Action as Access
-from edgetwin.auth import Gate, Identity
+from edgetwin.auth import Gate, Identity, Tally
 from edgetwin.broker._local import LocalConnection
 from edgetwin.config import DEFAULTS, AuthSettings, TlsListenerSettings
 from edgetwin.errors import BrokerStartError
@@ -235,8 +235,8 @@ class _KubeEdgeBroker(Broker):  # type: ignore[misc]
         self,
         reader: Any,  # noqa: ANN401 - amqtt's adapters
         writer: Any,  # noqa: ANN401
-        remote_address: str,
-        remote_port: int,
+        _remote_address: str,
+        _remote_port: int,
     ) -> tuple[Any, Any]:
         """amqtt's, deciding who the client is before any saved session is touched.
 
@@ -247,7 +247,6 @@ class _KubeEdgeBroker(Broker):  # type: ignore[misc]
         authorized (counted as ``client_id_taken``), and a refused CONNECT of any kind
         leaves every saved session as it was.
         """
-        peer = f"{remote_address}:{remote_port}"
         try:
             handler, session = await _Handler.init_from_connect(
                 reader, writer, self.plugins_manager
@@ -262,14 +261,11 @@ class _KubeEdgeBroker(Broker):  # type: ignore[misc]
         )
         held = self._sessions.get(session.client_id) if session.client_id else None
         if identity is not None and held is not None and _owner(held[0]) != identity.user:
-            self.gate.refuse(peer, "client_id_taken", "its client id names another user's session")
+            self.gate.tally.refuse(session.client_id, "client_id_taken", identity.user)
             identity = None
         if identity is not None and session.will_flag and not self._will_allowed(session, identity):
             # A Will the client could not publish itself refuses the CONNECT, so the client
             # learns it at once (mosquitto 2.0 accepts it and drops the Will when it goes out).
-            self.gate.refuse(
-                peer, "will_denied", f"a Will on {session.will_topic!r} is not allowed"
-            )
             identity = None
         if identity is None:  # refused: under an id of its own, so amqtt replaces no session
             session.client_id, session.clean_session, session.parent = gen_client_id(), True, 0
@@ -321,7 +317,7 @@ class _KubeEdgeBroker(Broker):  # type: ignore[misc]
         topic = str(session.will_topic or "")
         if topic.startswith("$") and not topic.startswith(KUBEEDGE_PREFIX):
             return False
-        return self.gate.allows(identity, Access.PUBLISH, topic, session.client_id)
+        return self.gate.will_allowed(identity, topic, session.client_id)
 
     async def _handle_disconnect(
         self,
@@ -330,18 +326,14 @@ class _KubeEdgeBroker(Broker):  # type: ignore[misc]
         disconnect_waiter: asyncio.Future[Any],
     ) -> None:
         # amqtt publishes the Will of a client gone without DISCONNECT straight to the
-        # subscribers (and the twin), past the ACL and the rate limit: check both again
-        # here, since the client's rights can have changed since it connected (a device
-        # that moved to another protocol leaves its mapper's rules).
+        # subscribers (and the twin), past the ACL: check it again here, since the client's
+        # rights can have changed since it connected (a device that moved to another
+        # protocol leaves its mapper's rules). One Will a connection needs no rate.
         identity: Identity | None = getattr(client_session, _IDENTITY, None)
         goes_out = client_session.will_flag and not isinstance(
             disconnect_waiter.result(), DisconnectPacket
         )
-        if goes_out and (
-            identity is None
-            or not self._will_allowed(client_session, identity)
-            or not self.gate.admit(identity, client_session.client_id)
-        ):
+        if goes_out and (identity is None or not self._will_allowed(client_session, identity)):
             client_session.will_flag = False
         await super()._handle_disconnect(client_session, handler, disconnect_waiter)
 
@@ -363,7 +355,7 @@ class _KubeEdgeBroker(Broker):  # type: ignore[misc]
         peer = "{}:{}".format(*writer.get_extra_info("peername", ("?", 0))[:2])
         limit = self._max_packet_bytes
         bounded = _SizeLimitedReader(
-            reader, limit, lambda size: self.gate.packet_too_large(peer, size, limit)
+            reader, limit, lambda size: self.gate.tally.packet_too_large(peer, size, limit)
         )
         try:
             if listener_name == TLS_LISTENER and not await self._handshake(writer, peer):
@@ -382,7 +374,7 @@ class _KubeEdgeBroker(Broker):  # type: ignore[misc]
             # "certificate has expired", "PEER_DID_NOT_RETURN_A_CERTIFICATE", "TimeoutError"
             why = getattr(exc, "verify_message", None) or getattr(exc, "reason", None)
             reason = why or type(exc).__name__
-            self.gate.refuse(peer, "tls_handshake", f"TLS handshake failed: {reason}")
+            self.gate.tally.refuse(peer, "tls_handshake", reason)
             return False
         return True
 
@@ -472,7 +464,8 @@ class _KubeEdgeBroker(Broker):  # type: ignore[misc]
         topic = getattr(message, "topic", None)
         identity = getattr(client_session, _IDENTITY, None)
         if topic and not self.gate.admit(identity, client_session.client_id):
-            await self._refuse_over_rate(topic)
+            if self.gate.tell(client_session.client_id):
+                await self._refuse_over_rate(topic)
             return True
         # amqtt's own path (which disconnects a client publishing to a "$" topic) only for
         # what it refuses; the rest goes this way, which is amqtt's but for "$hw/" and the
@@ -607,6 +600,10 @@ class EmbeddedBroker:
     def internal_user(self, identity: Identity) -> tuple[str, str] | None:
         """Credentials for a client of this process (a mapper), or None without auth."""
         return self.gate.internal_user(identity) if self.gate.enabled else None
+
+    @property
+    def tally(self) -> Tally:
+        return self.gate.tally
 
     def connected_clients(self) -> int:
         return self._broker.connected_clients() if self._broker else 0

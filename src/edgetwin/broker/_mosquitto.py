@@ -4,16 +4,23 @@ amqtt, in the node's own process, tops out near 3,000 messages/s on this
 class of machine before the twin does any work; mosquitto passes ten times
 that. When the binary is there (``broker.engine: auto``) the node writes a
 mosquitto configuration from its settings into ``<data_dir>/mosquitto/``:
-the listener (and a TLS listener), the packet size limit, and with
-``broker.auth`` the password file (the configured users and the node's own
-clients, whose passwords live only in this process) and an ``acl_file`` with
-the same rules as the embedded gate, rewritten whenever the node's devices
-change (mosquitto reads both again on SIGHUP). If mosquitto dies it is
-started again with backoff; the twin and the mappers reconnect as they do
-to any broker.
+the listener (and a TLS listener), the packet size limit, and edgetwin's
+plugin (``mosquitto_plugin.c``, built with the package) with its rules file:
+``broker.auth``'s users and roles, the password hashes (the configured users'
+and the node's own clients', whose passwords live only in this process), the
+node's devices and the per-client message rate. The plugin decides who
+connects and what each client may do with the same rules as amqtt's gate, and
+tells each refusal, denial and drop on mosquitto's log, which this reads into
+the same :class:`~edgetwin.auth.Tally` (mosquitto refuses control characters
+in client ids, user names and topics, so no client can start a line of its
+own). The rules file is rewritten whenever the node's devices change, and
+mosquitto reads it again on SIGHUP. If mosquitto dies it is started again with
+backoff; the twin and the mappers reconnect as they do to any broker.
 
-What amqtt does and this does not: the per-client message rate limit
-(mosquitto has none) and the in-process link (the twin is a client over TCP).
+What amqtt does and this does not: a Will the client may not publish refuses
+its CONNECT on amqtt; mosquitto tells a plugin nothing of a Will until it goes
+out, and drops it then (counted the same). And the in-process link: the twin
+is a client over TCP.
 """
 
 from __future__ import annotations
@@ -29,12 +36,23 @@ import secrets
 import shutil
 import signal
 import socket
-from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Self
+from urllib.parse import unquote
 
-from edgetwin.auth import DeviceEntry, Identity, PasswordFile, Role, hash_password, mosquitto_acl
+from edgetwin.auth import (
+    BURST_SECONDS,
+    REFUSALS,
+    AccessPolicy,
+    Action,
+    DeviceEntry,
+    Identity,
+    PasswordFile,
+    Role,
+    Tally,
+    hash_password,
+)
 from edgetwin.config import AuthSettings, BrokerSettings
 from edgetwin.errors import BrokerStartError
 from edgetwin.logs import ThrottledLog, printable
@@ -47,6 +65,8 @@ _OPENING = re.compile(r"Opening ipv[46] listen socket on port (\d+)")
 _START_TIMEOUT = 10.0
 _SEARCH = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 _PR_SET_PDEATHSIG = 1
+_TOLD = "edgetwin: "
+"""How the plugin's lines in mosquitto's log begin."""
 
 
 def find_mosquitto(configured: Path | None = None) -> Path | None:
@@ -57,6 +77,12 @@ def find_mosquitto(configured: Path | None = None) -> Path | None:
     if found:
         return Path(found)
     return next((Path(p) for p in _SEARCH if os.access(p, os.X_OK)), None)
+
+
+def find_plugin() -> Path | None:
+    """edgetwin's mosquitto plugin, if the package was built with it (it needs mosquitto's
+    headers, libssl's and a C compiler when it is installed)."""
+    return next(iter(sorted(Path(__file__).parent.glob("_mosquitto_plugin*.so"))), None)
 
 
 def _die_with_parent() -> Callable[[], None] | None:
@@ -83,18 +109,20 @@ def _free_port(host: str) -> int:
 class MosquittoBroker:
     """``async with MosquittoBroker(binary, settings, folder, devices) as broker``.
 
-    ``devices`` lists the node's devices and their protocols, for the ACL;
-    call :meth:`devices_changed` when that list changes.
+    ``plugin`` is :func:`find_plugin`'s; ``devices`` lists the node's devices and their
+    protocols, for the ACL: call :meth:`devices_changed` when that list changes.
     """
 
     def __init__(
         self,
         binary: Path,
+        plugin: Path,
         settings: BrokerSettings,
         folder: Path,
         devices: Callable[[], Iterable[DeviceEntry]],
     ) -> None:
         self.binary = binary
+        self.plugin = plugin
         self.settings = settings
         self.folder = folder
         self._devices = devices
@@ -115,8 +143,14 @@ class MosquittoBroker:
         self._child_setup = _die_with_parent()
         self.restarts = 0
         """Times mosquitto died and was started again."""
-        self.refused: Counter[str] = Counter()
-        """Connections mosquitto refused, by what its log says (``not_authorised``)."""
+        self.tally = Tally()
+        """What the plugin refused, denied and dropped."""
+        self._policy = AccessPolicy(settings.auth, _no_protocol)
+        """Who each user is (the roles of the rules last written)."""
+        self.rules_written = 0
+        """The version of the rules last written."""
+        self.rules_in_force = 0
+        """The version of the rules mosquitto has read (it reads them on SIGHUP)."""
         self.restarted = asyncio.Event()
         """Set once mosquitto has been started again after it died (cleared when it dies)."""
 
@@ -157,15 +191,16 @@ class MosquittoBroker:
                 lines.append(f"cafile {tls.ca_file.resolve()}")
             if tls.require_client_cert:
                 lines += ["require_certificate true", "use_identity_as_username true"]
-        if self.auth_enabled:
-            lines += [
-                "allow_anonymous false",
-                f"password_file {self.folder / 'passwd'}",
-                f"acl_file {self.folder / 'acl'}",
-            ]
-        else:
-            lines.append("allow_anonymous true")
+        lines += [
+            f"allow_anonymous {str(not self.auth_enabled).lower()}",  # the plugin decides
+            f"plugin {self.plugin}",
+            f"plugin_opt_rules {self.rules_path}",
+        ]
         return "\n".join(lines) + "\n"
+
+    @property
+    def rules_path(self) -> Path:
+        return self.folder / "rules"
 
     def _auth(self) -> AuthSettings:
         """broker.auth with the node's own clients added under their roles."""
@@ -179,24 +214,41 @@ class MosquittoBroker:
                 admins.append(user)
         return auth.model_copy(update={"admins": admins, "mappers": mappers})
 
-    def _write_auth_files(self) -> None:
-        """The password file (the configured users and the node's own) and the ACL."""
+    def _write_rules(self) -> None:
+        """The plugin's rules (see mosquitto_plugin.c): the users, with their roles and
+        password hashes (the configured users' and the node's own), and the devices."""
         self._rewrite = None
         configured = self.settings.auth.password_file
-        passwords = PasswordFile.load(configured) if configured else PasswordFile(Path())
-        passwords.path = self.folder / "passwd"
-        passwords.entries |= {user: entry for user, (_, entry, _) in self._internal.items()}
-        passwords.save()
-        _write_private(self.folder / "acl", mosquitto_acl(self._auth(), self._devices()))
+        hashes = PasswordFile.load(configured).entries if configured else {}
+        hashes |= {user: entry for user, (_, entry, _) in self._internal.items()}
+        auth = self._auth()
+        self._policy = policy = AccessPolicy(auth, _no_protocol)
+        rate = self.settings.max_messages_per_second
+        self.rules_written += 1
+        rows = [
+            ("version", str(self.rules_written)),
+            ("auth", "1" if self.auth_enabled else "0"),
+            ("rate", f"{rate:g}", f"{rate * BURST_SECONDS:g}"),
+        ]
+        for user in sorted({*hashes, *auth.admins, *auth.mappers, *auth.devices}):
+            who = policy.identity(user)
+            rows.append(("user", user, who.role.value, who.scope, hashes.get(user, "-")))
+        rows += [("device", device.id, device.protocol) for device in self._devices()]
+        lines = ["# Written by edgetwin for its mosquitto plugin; edits are lost."]
+        for row in rows:
+            if any(not field.isprintable() for field in row):  # a tab or a line break
+                log.error("broker rules: %s cannot be given to mosquitto", printable(row[1]))
+            else:
+                lines.append("\t".join(row))
+        _write_private(self.rules_path, "\n".join(lines) + "\n")
 
-    def internal_user(self, identity: Identity) -> tuple[str, str] | None:
-        """Credentials for a client of this process (the twin, a mapper), or None without auth.
+    def internal_user(self, identity: Identity) -> tuple[str, str]:
+        """Credentials for a client of this process (the twin, a mapper); without
+        ``broker.auth`` too, where they spare it the per-client rate.
 
-        Ask before the broker starts, and they are in its password file from the first
-        moment; asked later, mosquitto knows them once it has reloaded, which this asks for.
+        Ask before the broker starts, and they are in its rules from the first moment;
+        asked later, mosquitto knows them once it has reloaded, which this asks for.
         """
-        if not self.auth_enabled:
-            return None
         known = self._internal.get(identity.user)
         if known is not None:
             return identity.user, known[0]
@@ -213,8 +265,13 @@ class MosquittoBroker:
         if self.auth_enabled and self._rewrite is None:
             self._rewrite = asyncio.get_running_loop().call_soon(self._reload)
 
+    @property
+    def rules_in_force_now(self) -> bool:
+        """Whether mosquitto has read the rules for the devices as they are now."""
+        return self._rewrite is None and self.rules_in_force == self.rules_written
+
     def _reload(self) -> None:
-        self._write_auth_files()
+        self._write_rules()
         proc = self._proc
         if proc is not None and proc.returncode is None:
             proc.send_signal(signal.SIGHUP)
@@ -229,8 +286,7 @@ class MosquittoBroker:
         if tls is not None and self.tls_port == 0:
             self.tls_port = _free_port(tls.host)
         _write_private(self.conf_path, self._config())
-        if self.auth_enabled:
-            self._write_auth_files()
+        self._write_rules()
         await self._start()
         self._supervisor = start_guarded(self._supervise(), "mosquitto-supervisor")
         log.info(
@@ -319,20 +375,26 @@ class MosquittoBroker:
             backoff.reset()
 
     def _forward(self, line: str) -> None:
-        if line.endswith(_NOT_AUTHORISED):
-            # mosquitto 2.0 says the same for a wrong password, an unknown user and no
-            # credentials, at every log type: which of them it was is not to be had here.
-            self.refused["not_authorised"] += 1
-            self._lines.write(
-                "mosquitto",
-                "not_authorised",
-                "mosquitto refused a connection: not authorised (a wrong password, an unknown "
-                "user or none)",
-            )
+        if line.startswith(_TOLD):
+            self._count(line[len(_TOLD) :].split(" "))
         elif "Error" in line or "Warning" in line:
             self._lines.write("mosquitto", line[:40], "mosquitto: %s", printable(line))
         else:
             log.debug("mosquitto: %s", printable(line))
+
+    def _count(self, fields: list[str]) -> None:
+        """One line of the plugin's: a refusal, a denial, or drops over a client's rate."""
+        match [_field(f) for f in fields]:
+            case ["refused", reason, client, detail] if reason in REFUSALS:
+                self.tally.refuse(client, reason, detail)
+            case ["denied", "publish" | "subscribe" as action, client, user, topic]:
+                self.tally.deny(client, Action(action), topic, self._policy.identity(user))
+            case ["rate_limited", count, client] if count.isdigit():
+                self.tally.limit(client, self.settings.max_messages_per_second, int(count))
+            case ["rules", version] if version.isdigit():
+                self.rules_in_force = int(version)
+            case _:
+                log.warning("mosquitto plugin: %s", printable(" ".join(fields)))
 
     async def __aexit__(self, *exc_info: object) -> None:
         await stop_task(self._supervisor)  # no restart from here on
@@ -354,8 +416,13 @@ class MosquittoBroker:
         return self._proc.pid if self._proc is not None else None
 
 
-_NOT_AUTHORISED = "disconnected, not authorised."
-"""How mosquitto's log ends the line of a connection it refused for its credentials."""
+def _no_protocol(_device: str) -> None:
+    """Roles only: the plugin has the devices' protocols."""
+
+
+def _field(text: str) -> str:
+    """A field of the plugin's line: percent-escaped, "-" when empty."""
+    return "" if text == "-" else unquote(text, errors="replace")
 
 
 def _write_private(path: Path, text: str) -> None:

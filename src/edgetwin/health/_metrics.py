@@ -24,6 +24,7 @@ from edgetwin.twin.writes import CLOSED, OPEN
 from edgetwin.wire.messages import Code
 
 if TYPE_CHECKING:
+    from edgetwin.auth import Tally
     from edgetwin.broker import EmbeddedBroker
     from edgetwin.cloud import CloudSync
     from edgetwin.mappers.dmi import DmiServer
@@ -88,15 +89,14 @@ class _NodeCollector(Collector):
                 "Times the embedded mosquitto died and was started again.",
                 value=broker.restarts,
             )
-            yield _counted(
-                "edgetwin_broker_connections_refused",
-                "Connections refused, by reason (mosquitto: not_authorised, whatever the "
-                "credentials' fault).",
-                ["reason"],
-                broker.refused,
-            )
         elif broker is not None:
-            yield from self._broker(broker)
+            yield GaugeMetricFamily(
+                "edgetwin_broker_clients",
+                "Clients connected to the embedded broker.",
+                value=broker.connected_clients(),
+            )
+        if broker is not None:
+            yield from self._broker(broker.tally)
         if self._node.cloud is not None:
             yield from self._cloud(self._node.cloud)
         if self._node.dmi is not None:
@@ -149,8 +149,8 @@ class _NodeCollector(Collector):
         )
         suppressed.add_metric(["twin"], engine.api.rejections.suppressed)
         broker = self._node.broker
-        if broker is not None and not isinstance(broker, MosquittoBroker):
-            suppressed.add_metric(["broker"], broker.gate.log.suppressed)
+        if broker is not None:
+            suppressed.add_metric(["broker"], broker.tally.log.suppressed)
         if self._node.dmi is not None:
             suppressed.add_metric(["dmi"], self._node.dmi.log_suppressed())
         yield suppressed
@@ -218,34 +218,29 @@ class _NodeCollector(Collector):
             by_state.add_metric([state], count)
         yield by_state
 
-    def _broker(self, broker: EmbeddedBroker) -> Iterator[Metric]:
-        gate = broker.gate
-        yield GaugeMetricFamily(
-            "edgetwin_broker_clients",
-            "Clients connected to the embedded broker.",
-            value=broker.connected_clients(),
-        )
+    def _broker(self, tally: Tally) -> Iterator[Metric]:
         yield _counted(
             "edgetwin_broker_connections_refused",
-            "Connections refused, by reason.",
+            "Connections (and Wills) the embedded broker refused, by reason.",
             ["reason"],
-            gate.refused,
+            tally.refused,
         )
         yield _counted(
             "edgetwin_broker_denied",
             "Publications and subscriptions the ACL denied, by action.",
             ["action"],
-            gate.denied,
+            tally.denied,
         )
         yield CounterMetricFamily(
             "edgetwin_broker_rate_limited",
             "Publications dropped for going over a client's message rate.",
-            value=gate.rate_limited,
+            value=tally.rate_limited,
         )
         yield CounterMetricFamily(
             "edgetwin_broker_packets_too_large",
-            "Connections closed for announcing a packet over broker.max_packet_bytes.",
-            value=gate.too_large,
+            "Connections closed for announcing a packet over broker.max_packet_bytes "
+            "(amqtt; mosquitto closes them without a word).",
+            value=tally.too_large,
         )
 
     def _dmi(self, dmi: DmiServer) -> Iterator[Metric]:

@@ -339,9 +339,12 @@ class Catalog:
             self.writes.desired_set(outcome, twin, name, by, now)
         for name in twin.properties:
             outcome.batch.add_twin(twin.row(name))
+        topic_before = self.specs.get(twin.id, _NO_SPEC)[0]
         spec = self._refresh_spec(twin)
         if spec is not None:
             outcome.publications.extend(spec)
+            # The spec topic names the protocol: the device is another mapper's now.
+            outcome.protocol_changed = self.specs.get(twin.id, _NO_SPEC)[0] != topic_before
         outcome.batch.devices[twin.id] = DeviceRow(twin.record.body, *self.specs.get(twin.id, ()))
         delta = twin.delta()
         if delta and changed_desired:
@@ -374,6 +377,9 @@ class Catalog:
             self.specs[twin.id] = new
             pubs.append(Publication(new[0], new[1], retain=True))
         return pubs
+
+
+_NO_SPEC = ("", b"")
 
 
 def spec_change(old: bytes | None, new: bytes) -> tuple[str, str]:

@@ -48,7 +48,8 @@ class TwinEngine:
         self.devices = self.catalog.devices
         """The catalog's devices (the same dict), read by most of the node's parts."""
         self.membership_listeners: list[Callable[[], None]] = []
-        """Told when devices join or leave the node (the broker rewrites its ACL)."""
+        """Told when devices join or leave the node, or move to another protocol (the
+        broker rewrites its ACL)."""
 
     def writes_sent(self, device_ids: Iterable[str]) -> Outcome:
         """Deltas of these devices went out to the mappers: their pending writes are sent."""
@@ -67,10 +68,12 @@ class TwinEngine:
 
     def announce_membership(self, outcome: Outcome) -> None:
         """Turn the devices an outcome added and removed into one ``membership/updated``."""
+        if outcome.added or outcome.removed or outcome.protocol_changed:
+            for listener in self.membership_listeners:
+                listener()
+        outcome.protocol_changed = False
         if not outcome.added and not outcome.removed:
             return
-        for listener in self.membership_listeners:
-            listener()
         topic = topics.membership_updated_topic(self.node)
         payload = membership_updated(outcome.added, outcome.removed)
         outcome.publications.append(Publication(topic, payload))

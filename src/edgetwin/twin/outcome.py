@@ -45,6 +45,8 @@ class Outcome:
     errors: list[str] = field(default_factory=list)
     added: list[dict[str, Any]] = field(default_factory=list)
     removed: list[dict[str, Any]] = field(default_factory=list)
+    protocol_changed: bool = False
+    """A device of the node moved to another protocol (another mapper's to serve)."""
     query: HistoryQuery | None = None
 
     def all_publications(self) -> list[Publication]:
@@ -57,6 +59,7 @@ class Outcome:
         self.errors.extend(other.errors)
         self.added.extend(other.added)
         self.removed.extend(other.removed)
+        self.protocol_changed |= other.protocol_changed
 
 
 def delta_publication(twin: DeviceTwin, event_id: str, delta: dict[str, str]) -> Publication:
