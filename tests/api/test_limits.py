@@ -89,9 +89,13 @@ def _reported(value: int) -> dict[str, Any]:
     return {"actual": {"value": str(value)}}
 
 
+SLOW_DOWN = "over this client's message rate; slow down"
+
+
 async def _answered(node: Node, client: Paho, topic: str, count: int) -> list[int]:
     """``count`` twin/gets from ``client``; the codes of the answers, once each request is
-    answered or counted as dropped by the broker (and the one told so has heard)."""
+    answered or counted as dropped by the broker (and the one told so has heard). A 429
+    says why in the same words on both brokers."""
     assert node.broker is not None
     tally, dropped = node.broker.tally, node.broker.tally.rate_limited
     for i in range(count):
@@ -100,7 +104,9 @@ async def _answered(node: Node, client: Paho, topic: str, count: int) -> list[in
 
     def settled() -> bool:
         while not client.messages.empty():
-            codes.append(orjson.loads(client.messages.get_nowait()[1]).get("code", 200))
+            answer = orjson.loads(client.messages.get_nowait()[1])
+            codes.append(answer.get("code", 200))
+            assert answer.get("reason", SLOW_DOWN) == SLOW_DOWN
         over = tally.rate_limited - dropped
         return codes.count(200) + over == count and (over == 0 or Code.TOO_MANY_REQUESTS in codes)
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -154,3 +157,28 @@ async def test_refusals_and_denials_are_counted_and_logged_once_per_reason(
         f"denied publish $hw/events/device/default/x/twin/update to dev-a (device {a})",
         f"denied subscribe $hw/events/device/default/x/# to dev-a (device {a})",
     ]
+
+
+@pytest.mark.parametrize("engine", ["amqtt", "mosquitto"])
+async def test_a_password_entry_of_mosquitto_1_still_logs_in(engine: str, tmp_path: Path) -> None:
+    """mosquitto 1.x wrote ``$6$<salt>$<SHA-512 of password and salt>``; both brokers read it
+    (the node's mosquitto through its plugin)."""
+    a, b = unique("a"), unique("b")
+    auth = auth_settings(tmp_path, a, b)
+    salt = os.urandom(12)
+    digest = hashlib.sha512(b"old-secret" + salt).digest()
+    entry = f"$6${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+    with Path(auth["password_file"]).open("a") as passwords:
+        passwords.write(f"old-device:{entry}\n")
+    auth["devices"]["old-device"] = a
+    settings = load_settings(
+        node={"name": unique("node"), "data_dir": str(tmp_path)},
+        broker={"port": 0, "engine": engine, "auth": auth},
+    )
+    async with Node(settings) as node:
+        own = f"$hw/events/device/{a}/#"
+        async with Paho(node.broker_port, username="old-device", password="old-secret") as old:
+            assert await old.subscribe(own) == [True]
+        with pytest.raises(ConnectionRefusedError):
+            async with Paho(node.broker_port, username="old-device", password="old-secrets"):
+                pass

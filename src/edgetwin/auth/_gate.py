@@ -72,8 +72,11 @@ class Gate:
             return None
         return self._policy.identity(user)
 
+    def _may(self, who: Identity, action: Action, topic: str) -> bool:
+        return who.role is Role.ADMIN or self._policy.allows(who, action, topic)
+
     def allows(self, who: Identity, action: Action, topic: str, client: str) -> bool:
-        if who.role is Role.ADMIN or self._policy.allows(who, action, topic):
+        if self._may(who, action, topic):
             return True
         if action is not Action.RECEIVE:  # a receive is filtered, not denied: wildcards are fine
             self.tally.deny(client, action, topic, who)
@@ -82,7 +85,7 @@ class Gate:
     def will_allowed(self, who: Identity, topic: str, client: str) -> bool:
         """Whether a Will may go to ``topic``: as a live publication, counted as a refused
         Will if not (mosquitto's plugin can check a Will only when it goes out)."""
-        if who.role is Role.ADMIN or self._policy.allows(who, Action.PUBLISH, topic):
+        if self._may(who, Action.PUBLISH, topic):
             return True
         self.tally.refuse(client, "will_denied", topic)
         return False

@@ -19,14 +19,15 @@ from edgetwin.logs import ThrottledLog
 log = logging.getLogger(__name__)
 
 REFUSALS = {
-    "no_credentials": "refused connection of %s: no user name%s",
-    "bad_credentials": "refused connection of %s: wrong user name or password (%s)",
-    "client_id_taken": "refused connection of %s: its client id names another user's session (%s)",
-    "will_denied": "refused the Will of %s: it may not publish on %r",
-    "tls_handshake": "refused connection of %s: TLS handshake failed: %s",
+    "no_credentials": "connection of {client}: no user name",
+    "bad_credentials": "connection of {client}: wrong user name or password ({detail})",
+    "client_id_taken": "connection of {client}: its client id names another user's "
+    "session ({detail})",
+    "will_denied": "the Will of {client}: it may not publish on {detail!r}",
+    "tls_handshake": "connection of {client}: TLS handshake failed: {detail}",
 }
-"""The log line of each reason a broker refuses a client (its id or address, and what
-goes with the reason: the user, the Will's topic, the TLS error)."""
+"""What a broker refused for each reason: a client (its id or address), and what goes
+with the reason (the user, the Will's topic, the TLS error)."""
 
 
 class Tally:
@@ -46,7 +47,8 @@ class Tally:
     def refuse(self, client: str, reason: str, detail: str = "") -> None:
         """Count and log a refusal; ``reason`` is one of :data:`REFUSALS`."""
         self.refused[reason] += 1
-        self.log.write("", reason, REFUSALS[reason], client, detail)
+        why = REFUSALS[reason].format(client=client, detail=detail)
+        self.log.write("", reason, "refused %s", why)
 
     def deny(self, client: str, action: Action, topic: str, who: Identity) -> None:
         self.denied[action.value] += 1

@@ -82,7 +82,7 @@ def find_mosquitto(configured: Path | None = None) -> Path | None:
 def find_plugin() -> Path | None:
     """edgetwin's mosquitto plugin, if the package was built with it (it needs mosquitto's
     headers, libssl's and a C compiler when it is installed)."""
-    return next(iter(sorted(Path(__file__).parent.glob("_mosquitto_plugin*.so"))), None)
+    return min(Path(__file__).parent.glob("_mosquitto_plugin*.so"), default=None)
 
 
 def _die_with_parent() -> Callable[[], None] | None:

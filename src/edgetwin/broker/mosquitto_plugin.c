@@ -166,7 +166,7 @@ static int rules_read(const char *path, struct rules *out)
 		return MOSQ_ERR_UNKNOWN;
 	}
 	struct rules rules = {.auth = true, .rate = 1e12, .burst = 1e12};
-	size_t size = 0, capacity = 0, users = 0, devices = 0;
+	size_t size = 0, capacity = 0, lines = 1;
 	char chunk[65536];
 	size_t got;
 	while((got = fread(chunk, 1, sizeof(chunk), file)) > 0){
@@ -190,14 +190,11 @@ static int rules_read(const char *path, struct rules *out)
 	}
 	rules.text[size] = '\0';
 	for(size_t i = 0; i < size; i++){
-		if(rules.text[i] == '\n'){
-			users++; /* an upper bound for both */
-		}
+		lines += rules.text[i] == '\n';
 	}
-	devices = users + 1;
-	users = users + 1;
-	rules.users = calloc(users, sizeof(struct user));
-	rules.devices = calloc(devices, sizeof(struct device));
+	/* As many of each as the file has lines, at most. */
+	rules.users = calloc(lines, sizeof(struct user));
+	rules.devices = calloc(lines, sizeof(struct device));
 	if(!rules.users || !rules.devices){
 		rules_free(&rules);
 		return MOSQ_ERR_NOMEM;
