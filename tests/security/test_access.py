@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from edgetwin.broker import MosquittoBroker
 from edgetwin.config import load_settings
 from edgetwin.node import Node
 from edgetwin.wire import topics
@@ -162,7 +163,7 @@ async def test_refusals_and_denials_are_counted_and_logged_once_per_reason(
 @pytest.mark.parametrize("engine", ["amqtt", "mosquitto"])
 async def test_a_password_entry_of_mosquitto_1_still_logs_in(engine: str, tmp_path: Path) -> None:
     """mosquitto 1.x wrote ``$6$<salt>$<SHA-512 of password and salt>``; both brokers read it
-    (the node's mosquitto through its plugin)."""
+    (the node's mosquitto through its plugin, from the moment it runs)."""
     a, b = unique("a"), unique("b")
     auth = auth_settings(tmp_path, a, b)
     salt = os.urandom(12)
@@ -176,6 +177,8 @@ async def test_a_password_entry_of_mosquitto_1_still_logs_in(engine: str, tmp_pa
         broker={"port": 0, "engine": engine, "auth": auth},
     )
     async with Node(settings) as node:
+        if isinstance(node.broker, MosquittoBroker):
+            assert node.broker.rules_in_force_now  # told before mosquitto said it runs
         own = f"$hw/events/device/{a}/#"
         async with Paho(node.broker_port, username="old-device", password="old-secret") as old:
             assert await old.subscribe(own) == [True]

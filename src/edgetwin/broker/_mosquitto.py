@@ -333,6 +333,7 @@ class MosquittoBroker:
                         await proc.wait()
                         raise self._start_error(proc.returncode, said)
                     said.append(line.decode(errors="replace").strip())
+                    self._forward(said[-1])  # the plugin's first rules are told before this
         except TimeoutError:
             last = printable(" / ".join(said[-3:]))
             raise BrokerStartError(
